@@ -1,0 +1,88 @@
+"""Causal SEANet/SNAC decoder: ``(B, latent, T) -> (B, 1, T·hop)``.
+
+Mirrors the official tree (official-llm-codec.md §1.2) without the NoiseBlock (no randomness at
+inference): depthwise conv k7 + 1x1 conv to ``decoder_dim`` (one k7 conv when not depthwise) ->
+optional causal local attention -> DecoderBlocks (Snake, causal transposed conv k=2s, 3 dilated
+residual units) halving the channels -> Snake -> conv k7 to one channel -> tanh.
+
+Algorithmic latency: output sample ``n`` depends on latent frames ``<= n // hop`` only, so the decoder
+adds none beyond the frame itself: a chunk of ``k`` frames yields its ``k·hop`` samples immediately.
+"""
+from __future__ import annotations
+
+from collections import OrderedDict
+
+import torch
+from torch import Tensor
+
+from codec.config import CodecConfig
+from codec.modules.attention import CausalLocalAttention
+from codec.modules.conv import CausalConv1d, CausalConvTranspose1d, fold_weight_norm
+from codec.modules.residual import ResidualUnit
+from codec.modules.snake import Snake1d
+from codec.modules.streaming import StreamingModule, StreamingSequential, tracing
+
+
+class Tanh(StreamingModule):
+    def forward(self, x: Tensor) -> Tensor:
+        return torch.tanh(x)
+
+
+class DecoderBlock(StreamingSequential):
+    """``(B, C_in, L) -> (B, C_out, L·stride)``: Snake, transposed conv (k = 2·stride), res1..3."""
+
+    def __init__(self, in_dim: int, out_dim: int, stride: int, dilations: tuple[int, ...],
+                 kernel_size: int, depthwise: bool) -> None:
+        groups = out_dim if depthwise else 1
+        layers: OrderedDict[str, StreamingModule] = OrderedDict()
+        layers["snake"] = Snake1d(in_dim)
+        layers["up"] = CausalConvTranspose1d(in_dim, out_dim, stride)
+        for i, d in enumerate(dilations):
+            layers[f"res{i + 1}"] = ResidualUnit(out_dim, d, kernel_size, groups)
+        super().__init__(layers)
+
+
+class Decoder(StreamingSequential):
+    """Causal decoder. ``forward``: ``(B, latent, T) -> (B, 1, T·hop)`` in ``[-1, 1]``.
+
+    ``step(latent (B, latent, k), *state) -> (audio (B, 1, k·hop), *new_state)`` for any ``k >= 1``.
+    """
+
+    def __init__(self, cfg: CodecConfig) -> None:
+        latent, dim = cfg.latent_dim, cfg.decoder_dim
+        layers: OrderedDict[str, StreamingModule] = OrderedDict()
+        if cfg.depthwise:
+            layers["conv_in"] = CausalConv1d(latent, latent, cfg.kernel_size, groups=latent)
+            layers["proj"] = CausalConv1d(latent, dim, 1)
+        else:
+            layers["conv_in"] = CausalConv1d(latent, dim, cfg.kernel_size)
+        if cfg.attn_window:
+            layers["attn"] = CausalLocalAttention(dim, cfg.attn_window, cfg.attn_dim_head)
+        for i, stride in enumerate(cfg.decoder_rates):
+            if dim % 2:
+                raise ValueError(f"decoder_dim {cfg.decoder_dim} cannot be halved {len(cfg.decoder_rates)} times")
+            layers[f"block{i + 1}"] = DecoderBlock(dim, dim // 2, stride, cfg.dilations, cfg.kernel_size,
+                                                   cfg.depthwise)
+            dim //= 2
+        layers["snake"] = Snake1d(dim)
+        layers["conv_out"] = CausalConv1d(dim, 1, cfg.kernel_size)
+        layers["tanh"] = Tanh()
+        super().__init__(layers)
+        self.latent_dim = latent
+
+    def forward(self, z: Tensor) -> Tensor:
+        self._check(z)
+        return super().forward(z)
+
+    def step(self, z: Tensor, *state: Tensor) -> tuple[Tensor, ...]:
+        self._check(z)
+        return super().step(z, *state)
+
+    def fold_weight_norm(self) -> int:
+        return fold_weight_norm(self)
+
+    def _check(self, z: Tensor) -> None:
+        if tracing():
+            return
+        if z.dim() != 3 or z.shape[1] != self.latent_dim or z.shape[-1] < 1:
+            raise ValueError(f"decoder expects latents of shape (B, {self.latent_dim}, T>=1), got {tuple(z.shape)}")

@@ -1,0 +1,160 @@
+"""Few-shot engine speed on llama.cpp: prefill, generation, prefix reuse, allowed-mask overhead.
+
+``python -m benchmarks.llm_speed --model M.gguf [--threads N --n-ctx 2048 --prefix-tokens 1024
+--gen-tokens 64]``; without --model a tiny LLaMA with the LLaMA-2 vocabulary is built
+(--tiny-dim/--tiny-layers). Prints one JSON line per measurement, then a Markdown table.
+Helpers are local (benchmarks/common.py did not exist when this was written).
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Callable, Sequence
+
+import numpy as np
+
+from runtime.lm import FrozenLM, select_token
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def fatal(msg: str) -> int:
+    print(f"error: {msg}", file=sys.stderr)
+    raise SystemExit(1)
+
+
+def _env() -> dict:
+    import llama_cpp
+
+    try:
+        sha = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=REPO, capture_output=True,
+                             text=True, timeout=5).stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        sha = "unknown"
+    return {"device": f"cpu ({platform.processor() or platform.machine()}, {os.cpu_count()} cores)",
+            "llama_cpp": llama_cpp.__version__, "numpy": np.__version__, "git": sha or "unknown"}
+
+
+def _time(fn: Callable[[], object], reps: int, warmup: int) -> np.ndarray:
+    """Seconds per call of ``fn`` over ``reps`` calls after ``warmup`` untimed calls."""
+    for _ in range(warmup):
+        fn()
+    out = []
+    for _ in range(reps):
+        t = time.perf_counter()
+        fn()
+        out.append(time.perf_counter() - t)
+    return np.asarray(out)
+
+
+def _row(name: str, secs: np.ndarray, tokens: int, **extra) -> dict:
+    p50, p99 = np.percentile(secs, 50), np.percentile(secs, 99)
+    return {"bench": name, "tokens": tokens, "p50_ms": round(p50 * 1e3, 3), "p99_ms": round(p99 * 1e3, 3),
+            "tokens_per_s": round(tokens / p50, 1), **extra}
+
+
+def run(lm: FrozenLM, prefix_tokens: int, query_tokens: int, gen_tokens: int, reps: int,
+        warmup: int, seed: int = 0) -> list[dict]:
+    """All measurements on one model; returns one dict per measurement."""
+    rng = np.random.default_rng(seed)
+    prefix = [lm.bos_id] + rng.integers(3, lm.n_vocab, prefix_tokens - 1).tolist()
+    queries = [rng.integers(0, lm.n_vocab, query_tokens).tolist() for _ in range(reps + warmup)]
+    rows = []
+
+    def prefill():
+        lm.reset()
+        lm.logits(prefix)
+    rows.append(_row("prefill", _time(prefill, reps, warmup), prefix_tokens))
+
+    it = iter(queries * 2)
+
+    def cold_query():
+        lm.reset()
+        lm.logits(prefix + next(it))
+    cold = _time(cold_query, reps, warmup)
+    lm.eval_prefix(prefix)
+
+    def warm_query():
+        lm.eval(next(it))
+    warm = _time(warm_query, reps, warmup)
+    rows.append(_row("query_cold", cold, prefix_tokens + query_tokens))
+    rows.append(_row("query_cached_prefix", warm, query_tokens,
+                     speedup_vs_cold=round(float(np.median(cold) / np.median(warm)), 2)))
+
+    prompt = prefix + queries[0]
+    mask = np.zeros(lm.n_vocab, dtype=bool)
+    mask[rng.choice(lm.n_vocab, 3248, replace=False)] = True  # layer-1 word table size
+    for name, allowed in (("generate_unmasked", None), ("generate_masked", mask)):
+        secs = _time(lambda: lm.generate(prompt, gen_tokens, allowed=allowed), reps, warmup)
+        rows.append(_row(name, secs, gen_tokens))
+    un, ma = rows[-2]["p50_ms"], rows[-1]["p50_ms"]
+    rows[-1]["mask_overhead_ms_per_token"] = round((ma - un) / gen_tokens, 4)
+    # The mask's own cost per step, isolated from decode time (which dominates and is noisy).
+    logits = lm.logits(prompt)
+    for name, m in (("select_unmasked", None), ("select_masked", mask)):
+        secs = _time(lambda: select_token(logits, m), 200 * reps, 10)
+        rows.append(_row(name, secs, 1))
+    return rows
+
+
+def markdown(rows: Sequence[dict], env: dict, model: str) -> str:
+    lines = [f"LLM engine speed: `{model}` on {env['device']}, llama_cpp {env['llama_cpp']}, git {env['git']}",
+             "", "| bench | tokens | p50 ms | p99 ms | tokens/s | note |", "|---|---:|---:|---:|---:|---|"]
+    for r in rows:
+        note = ", ".join(f"{k}={r[k]}" for k in ("speedup_vs_cold", "mask_overhead_ms_per_token") if k in r)
+        lines.append(f"| {r['bench']} | {r['tokens']} | {r['p50_ms']} | {r['p99_ms']} | {r['tokens_per_s']} | {note} |")
+    return "\n".join(lines)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(prog="python -m benchmarks.llm_speed", description=__doc__.split("\n")[0],
+                                 formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    ap.add_argument("--model", type=Path, default=None, help="GGUF (default: build a tiny one)")
+    ap.add_argument("--tiny-dim", type=int, default=256)
+    ap.add_argument("--tiny-layers", type=int, default=4)
+    ap.add_argument("--threads", type=int, default=None)
+    ap.add_argument("--n-ctx", type=int, default=2048)
+    ap.add_argument("--n-gpu-layers", type=int, default=0)
+    ap.add_argument("--prefix-tokens", type=int, default=1024)
+    ap.add_argument("--query-tokens", type=int, default=64)
+    ap.add_argument("--gen-tokens", type=int, default=64)
+    ap.add_argument("--reps", type=int, default=5)
+    ap.add_argument("--warmup", type=int, default=1)
+    ap.add_argument("--json-out", type=Path, default=None, help="also append the JSON lines here")
+    a = ap.parse_args(argv)
+    if a.prefix_tokens + a.query_tokens + a.gen_tokens > a.n_ctx:
+        fatal(f"prefix+query+gen tokens ({a.prefix_tokens + a.query_tokens + a.gen_tokens}) exceed --n-ctx {a.n_ctx}")
+    with tempfile.TemporaryDirectory() as tmp:
+        model = a.model
+        if model is None:
+            from export.tiny_llm import build_tiny_llm
+            model = build_tiny_llm(Path(tmp) / "tiny.gguf", dim=a.tiny_dim, n_layers=a.tiny_layers,
+                                   n_heads=max(1, a.tiny_dim // 64), n_kv_heads=max(1, a.tiny_dim // 64),
+                                   ctx=a.n_ctx)
+        elif not model.is_file():
+            fatal(f"model not found: {model}")
+        lm = FrozenLM(model, n_ctx=a.n_ctx, n_threads=a.threads, n_gpu_layers=a.n_gpu_layers)
+        env = {**_env(), "model": model.name if a.model is None else str(model), "threads": a.threads,
+               "n_gpu_layers": a.n_gpu_layers}
+        if a.model is None:
+            env["model"] = f"tiny dim {a.tiny_dim} x {a.tiny_layers} layers (LLaMA-2 vocab)"
+        rows = [{**r, **env} for r in run(lm, a.prefix_tokens, a.query_tokens, a.gen_tokens, a.reps, a.warmup)]
+    for r in rows:
+        print(json.dumps(r))
+    if a.json_out:
+        with open(a.json_out, "a") as f:
+            f.writelines(json.dumps(r) + "\n" for r in rows)
+    print()
+    print(markdown(rows, env, env["model"]))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,202 @@
+"""Train the causal LLM-Codec with a frozen LLM's token embeddings as codebooks.
+
+    python -m codec.train --preset small --data DIR [DIR...] --llm model.gguf --out runs/x --steps 10000
+    torchrun --nproc_per_node 8 -m codec.train ...      # DDP: same flags, no code changes
+
+Reads the vocabulary and ``token_embd.weight`` from the GGUF, builds the layer-1 word table, fills
+``llm_dim``/``vocab_size``/``word_table_size`` in the config, and trains encoder, decoder and
+``cb_proj`` (codebooks frozen) on reconstruction (MR-STFT + mel), VQ, semantic (layer 1, clip text),
+consistency (layer 2, ``--teacher``) and least-squares GAN + feature-matching losses. ``--out``
+receives the checkpoint (config.json, model.safetensors, vocab.json), ``train_state.pt`` (for
+``--resume``), ``metrics.csv`` (one row per ``--log-every`` steps) and ``eval.csv`` (fixed batch).
+"""
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import sys
+import warnings
+from pathlib import Path
+from typing import Any, Sequence
+
+import torch
+
+from codec.checkpoint import CONFIG_FILE, VOCAB_FILE, WEIGHTS_FILE, save_checkpoint
+from codec.config import PRESETS, CodecConfig, preset
+from codec.data import AudioDataset, ShardedEpochSampler, collate, make_loader
+from codec.discriminator import discriminator_for
+from codec.model import LLMCodec
+from codec.teacher import TEACHERS, get_teacher
+from codec.training.objective import GeneratorObjective, LossWeights, TextTargets
+from codec.training.loop import EVAL_FILE, run_loop
+from codec.training.state import METRICS_FILE, TRAIN_STATE_FILE, cleanup_distributed, init_distributed
+from codec.training.trainer import OptimConfig, Trainer
+from codec.vocab import VocabError, build_word_table, load_vocab, make_vocab_info
+
+OUTPUT_FILES = (CONFIG_FILE, WEIGHTS_FILE, VOCAB_FILE, TRAIN_STATE_FILE, METRICS_FILE, EVAL_FILE)
+
+
+def fatal(msg: str) -> int:
+    print(f"error: {msg}", file=sys.stderr)
+    raise SystemExit(1)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    ap = argparse.ArgumentParser(prog="python -m codec.train", description=__doc__.split("\n")[0],
+                                 formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    ap.add_argument("--preset", choices=sorted(PRESETS), default="small")
+    ap.add_argument("--data", nargs="+", required=True, type=Path, help="folders, audio files or list files")
+    ap.add_argument("--eval-data", nargs="+", type=Path, default=None,
+                    help="held-out audio for eval.csv (default: a fixed batch of --data)")
+    ap.add_argument("--llm", required=True, type=Path, help="LLaMA-family GGUF with token_embd.weight")
+    ap.add_argument("--out", required=True, type=Path, help="output/checkpoint directory")
+    ap.add_argument("--steps", type=int, required=True, help="total optimisation steps")
+    ap.add_argument("--stop-after", type=int, default=None,
+                    help="end this run after N steps (checkpointed; --resume continues the same schedule)")
+    ap.add_argument("--time-limit", type=float, default=None, help="end this run after M minutes (checkpointed)")
+    ap.add_argument("--device", default="auto", help="auto, cpu or cuda")
+    ap.add_argument("--resume", action="store_true", help="continue from the checkpoint in --out")
+    ap.add_argument("--force", action="store_true", help="start over in a non-empty --out")
+    ap.add_argument("--batch-size", type=int, default=8, help="per process")
+    ap.add_argument("--segment-seconds", type=float, default=1.0, help="rounded up to whole code groups")
+    ap.add_argument("--lr", type=float, default=3e-4)
+    ap.add_argument("--warmup", type=int, default=100)
+    ap.add_argument("--schedule", choices=("cosine", "exp", "constant"), default="cosine")
+    ap.add_argument("--final-lr-ratio", type=float, default=0.1)
+    ap.add_argument("--grad-clip", type=float, default=1.0)
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--teacher", choices=sorted(TEACHERS), default="mfcc", help="consistency-loss teacher")
+    ap.add_argument("--no-adversarial", action="store_true", help="train without the discriminator")
+    ap.add_argument("--adv-start", type=int, default=0, help="first step using the discriminator")
+    ap.add_argument("--loss-weight", action="append", default=[], metavar="NAME=VALUE",
+                    help=f"override a loss weight ({', '.join(f.name for f in dataclasses.fields(LossWeights))})")
+    ap.add_argument("--ckpt-every", type=int, default=500)
+    ap.add_argument("--log-every", type=int, default=10)
+    ap.add_argument("--eval-every", type=int, default=0, help="0: only before and after training")
+    ap.add_argument("--num-workers", type=int, default=0)
+    ap.add_argument("--balanced", action="store_true", help="draw each --data source equally often")
+    ap.add_argument("--word-table-size", type=int, default=3000)
+    ap.add_argument("--threads", type=int, default=None,
+                    help="torch CPU threads (1 is far faster on a CPU shared with other jobs: no OpenMP spinning)")
+    ap.add_argument("--override", action="append", default=[], metavar="KEY=VALUE",
+                    help="CodecConfig field override (tuples comma-separated), e.g. latent_dim=96")
+    ap.add_argument("--no-progress", action="store_true", help="no tqdm bar")
+    return ap
+
+
+def parse_overrides(items: Sequence[str]) -> dict[str, Any]:
+    """``["latent_dim=96", "encoder_rates=3,4,5,8", "depthwise=false"]`` -> typed CodecConfig fields."""
+    types = {f.name: str(f.type) for f in dataclasses.fields(CodecConfig)}
+    out: dict[str, Any] = {}
+    for item in items:
+        key, sep, raw = item.partition("=")
+        if not sep or key not in types:
+            raise ValueError(f"bad --override {item!r}; use KEY=VALUE with KEY a CodecConfig field: {sorted(types)}")
+        kind = types[key]
+        if kind.startswith("tuple"):
+            out[key] = tuple(int(v) for v in raw.split(",") if v.strip())
+        elif kind == "bool":
+            if raw.lower() not in ("true", "false", "1", "0"):
+                raise ValueError(f"--override {key} expects true/false, got {raw!r}")
+            out[key] = raw.lower() in ("true", "1")
+        elif kind == "int":
+            out[key] = int(raw)
+        elif kind == "float":
+            out[key] = float(raw)
+        else:
+            out[key] = raw
+    return out
+
+
+def prepare_out(out: Path, resume: bool, force: bool) -> None:
+    if resume:
+        if not (out / TRAIN_STATE_FILE).is_file():
+            fatal(f"--resume: no {TRAIN_STATE_FILE} in {out}")
+        return
+    if out.exists() and any(out.iterdir()):
+        if not force:
+            fatal(f"{out} is not empty; pass --resume to continue training or --force to start over")
+        for name in OUTPUT_FILES:
+            (out / name).unlink(missing_ok=True)
+    out.mkdir(parents=True, exist_ok=True)
+
+
+def build_config(args: argparse.Namespace, vocab_dim: int, vocab_size: int) -> CodecConfig:
+    overrides = parse_overrides(args.override)
+    overrides.update(llm_dim=vocab_dim, vocab_size=vocab_size, word_table_size=args.word_table_size)
+    return preset(args.preset, **overrides)
+
+
+def segment_samples(cfg: CodecConfig, seconds: float) -> int:
+    """``seconds`` rounded up to whole code groups (4 frames x hop), so no padding reaches the loss."""
+    group = cfg.group_frames * cfg.hop
+    return max(1, -(-round(seconds * cfg.sample_rate) // group)) * group
+
+
+def fixed_batch(sources: Sequence[Path], segment: int, batch: int, seed: int) -> torch.Tensor:
+    """A deterministic evaluation batch ``(B, 1, segment)``: evenly spaced clips, fixed crops."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        ds = AudioDataset(sources, segment, seed=seed + 12345, with_text=False)
+    idx = torch.linspace(0, len(ds) - 1, min(batch, len(ds))).round().long().tolist()
+    return collate([ds[i] for i in idx])[0]
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    if args.steps <= 0 or args.batch_size <= 0:
+        fatal("--steps and --batch-size must be positive")
+    threads = torch.get_num_threads()
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    try:
+        info, device = init_distributed(args.device)
+    except RuntimeError as e:
+        fatal(str(e))
+    try:
+        return _train(args, info, device)
+    finally:
+        cleanup_distributed(info)
+        torch.set_num_threads(threads)  # main() may run inside a larger process (tests)
+
+
+def _train(args: argparse.Namespace, info, device: torch.device) -> int:
+    if info.is_main:
+        prepare_out(args.out, args.resume, args.force)
+    try:
+        vocab = load_vocab(args.llm)
+    except (FileNotFoundError, VocabError) as e:
+        fatal(str(e))
+    if vocab.embeddings is None:
+        fatal(f"{args.llm} is a vocab-only GGUF (no token_embd.weight); the codec needs the LLM's token "
+              "embeddings: pass a full model GGUF (e.g. one built with `python -m export.tiny_llm`)")
+    try:
+        word_ids = build_word_table(vocab, args.word_table_size)
+        cfg = build_config(args, vocab.dim, vocab.size)
+    except (VocabError, ValueError, KeyError) as e:
+        fatal(str(e))
+    torch.manual_seed(args.seed + info.rank)
+    segment = segment_samples(cfg, args.segment_seconds)
+    try:
+        dataset = AudioDataset(args.data, segment, cfg.sample_rate, seed=args.seed)
+        eval_wav = fixed_batch(args.eval_data or args.data, segment, args.batch_size, args.seed).to(device)
+    except (FileNotFoundError, ValueError) as e:
+        fatal(str(e))
+    sampler = ShardedEpochSampler([c.source for c in dataset.clips], args.seed, info.rank, info.world_size,
+                                  balanced=args.balanced, min_per_rank=args.batch_size)
+    loader = make_loader(dataset, args.batch_size, sampler, args.num_workers)
+    codec = LLMCodec(cfg, vocab.embeddings[word_ids], vocab.embeddings)
+    weights = LossWeights().update(args.loss_weight)
+    teacher = get_teacher(args.teacher, cfg.sample_rate) if weights.consistency > 0 else None
+    objective = GeneratorObjective(cfg.latent_dim, cfg.sample_rate, weights, teacher,
+                                   TextTargets(vocab) if weights.semantic > 0 else None)
+    disc = None if args.no_adversarial else discriminator_for(cfg.preset)
+    opt = OptimConfig(lr=args.lr, warmup=args.warmup, schedule=args.schedule, final_lr_ratio=args.final_lr_ratio,
+                      grad_clip=args.grad_clip, adv_start=args.adv_start)
+    trainer = Trainer(codec, objective, disc, opt, args.steps, info, device)
+    vocab_info = make_vocab_info(vocab, word_ids)
+    return run_loop(args, trainer, dataset, sampler, loader, eval_wav, vocab_info, info, device)
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,1 @@
+"""Training helpers for codec.train (objective, schedule, state, distributed)."""

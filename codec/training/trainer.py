@@ -1,0 +1,151 @@
+"""One GAN training step of the codec and the state it needs (optimisers, schedules, resume).
+
+Order per step: the discriminator is updated first on (real, detached fake) in one forward, then
+the generator on reconstruction + VQ + semantic + consistency + adversarial + feature matching,
+with the real features from the discriminator forward reused (detached). During the generator
+step the discriminator's weights do not require grad, so no gradient is wasted on them.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+from torch.nn.parallel import DistributedDataParallel as DDP
+
+from codec.losses import discriminator_loss
+from codec.model import LLMCodec
+from codec.training.objective import GeneratorObjective
+from codec.training.state import DistInfo, lr_factor
+
+
+@dataclass
+class OptimConfig:
+    lr: float = 3e-4
+    disc_lr: float | None = None  # default: lr
+    betas: tuple[float, float] = (0.8, 0.99)
+    eps: float = 1e-6
+    weight_decay: float = 0.0
+    warmup: int = 100
+    schedule: str = "cosine"
+    final_lr_ratio: float = 0.1
+    grad_clip: float = 1.0
+    adv_start: int = 0  # first step with the discriminator (None-like: >= total steps disables it)
+
+
+class CodecWithHead(nn.Module):
+    """The codec plus the consistency head, so DDP synchronises both with one wrapper."""
+
+    def __init__(self, codec: LLMCodec, head: nn.Module | None) -> None:
+        super().__init__()
+        self.codec, self.head = codec, head
+
+    def forward(self, wav: Tensor):
+        out = self.codec(wav)
+        pred = self.head(out.per_layer_zq[1].transpose(1, 2)) if self.head is not None else None
+        return out, pred
+
+
+class Trainer:
+    """Owns the modules and optimisers; ``step(wav, texts, step) -> {loss name: float}``."""
+
+    def __init__(self, codec: LLMCodec, objective: GeneratorObjective, disc: nn.Module | None, opt: OptimConfig,
+                 total_steps: int, info: DistInfo, device: torch.device) -> None:
+        self.codec, self.objective, self.disc, self.opt_cfg = codec.to(device), objective.to(device), disc, opt
+        self.info, self.device = info, device
+        self.gen = CodecWithHead(self.codec, objective.head)
+        self.gen_params = [p for p in self.gen.parameters() if p.requires_grad]
+        self.opt_g = torch.optim.AdamW(self.gen_params, opt.lr, betas=opt.betas, eps=opt.eps,
+                                       weight_decay=opt.weight_decay)
+        factor = lambda s: lr_factor(s, opt.warmup, total_steps, opt.schedule, opt.final_lr_ratio)  # noqa: E731
+        self.sched_g = torch.optim.lr_scheduler.LambdaLR(self.opt_g, factor)
+        self.gen_ddp = self._wrap(self.gen)
+        self.opt_d = self.sched_d = self.disc_ddp = None
+        if disc is not None:
+            self.disc = disc.to(device)
+            self.opt_d = torch.optim.AdamW(self.disc.parameters(), opt.disc_lr or opt.lr, betas=opt.betas,
+                                           eps=opt.eps, weight_decay=opt.weight_decay)
+            self.sched_d = torch.optim.lr_scheduler.LambdaLR(self.opt_d, factor)
+            self.disc_ddp = self._wrap(self.disc)
+
+    def _wrap(self, module: nn.Module) -> nn.Module:
+        if not self.info.enabled:
+            return module
+        ids = [self.device.index] if self.device.type == "cuda" else None
+        return DDP(module, device_ids=ids)
+
+    def train(self) -> None:
+        self.gen.train()
+        if self.disc is not None:
+            self.disc.train()
+
+    def step(self, wav: Tensor, texts: list[str | None], step: int) -> dict[str, float]:
+        """One optimisation step on ``wav (B, 1, N)``; returns detached loss values, grad norm and lr."""
+        out, head_pred = self.gen_ddp(wav)
+        logs: dict[str, float] = {}
+        disc_fake = real_feats = None
+        if self.disc is not None and step >= self.opt_cfg.adv_start:
+            real_feats = self._disc_step(wav, out.audio.detach(), logs)
+            self.disc.requires_grad_(False)
+            disc_fake = self.disc(out.audio)
+        terms = self.objective(out, wav, texts, self.codec.quantizer.cb_proj[0], disc_fake, real_feats,
+                               head_pred=head_pred)
+        self.opt_g.zero_grad(set_to_none=True)
+        terms["total"].backward()
+        grad_norm = torch.nn.utils.clip_grad_norm_(self.gen_params, self.opt_cfg.grad_clip)
+        self.opt_g.step()
+        self.sched_g.step()
+        if disc_fake is not None:
+            self.sched_d.step()
+            self.disc.requires_grad_(True)
+        logs.update({k: float(v.detach()) for k, v in terms.items()})
+        logs["grad_norm"], logs["lr"] = float(grad_norm), self.sched_g.get_last_lr()[0]
+        return logs
+
+    def _disc_step(self, wav: Tensor, fake: Tensor, logs: dict[str, float]) -> list[list[Tensor]]:
+        b = wav.shape[0]
+        logits, feats = self.disc_ddp(torch.cat([wav, fake], dim=0))  # one forward: DDP-safe
+        loss = discriminator_loss([lg[:b] for lg in logits], [lg[b:] for lg in logits])
+        self.opt_d.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(self.disc.parameters(), self.opt_cfg.grad_clip)
+        self.opt_d.step()
+        logs["disc"] = float(loss.detach())
+        return [[f[:b].detach() for f in fs] for fs in feats]
+
+    @torch.no_grad()
+    def evaluate(self, wav: Tensor) -> dict[str, float]:
+        """Reconstruction losses and distinct codes per layer (``used_l{k}``) on a fixed batch, no update.
+
+        The distinct-code counts expose codebook collapse (the paper's failure without the consistency loss).
+        """
+        self.gen.eval()
+        out = self.codec(wav)
+        terms = self.objective.reconstruction(out.audio, wav)
+        self.train()
+        logs = {"recon": float(terms["stft"] + terms["mel"]), "stft": float(terms["stft"]), "mel": float(terms["mel"])}
+        logs.update({f"used_l{k + 1}": int(torch.unique(c).numel()) for k, c in enumerate(out.codes)})
+        return logs
+
+    def state_dict(self) -> dict[str, Any]:
+        state = {"opt_g": self.opt_g.state_dict(), "sched_g": self.sched_g.state_dict(),
+                 "head": self.objective.head.state_dict() if self.objective.head is not None else None}
+        if self.disc is not None:
+            state.update(disc=self.disc.state_dict(), opt_d=self.opt_d.state_dict(), sched_d=self.sched_d.state_dict())
+        return state
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        """Restore optimisers, schedules, head and discriminator (the codec weights come from the checkpoint)."""
+        if (state.get("head") is None) != (self.objective.head is None):
+            raise ValueError("--resume: the checkpoint was trained with a different --teacher setting")
+        if (state.get("disc") is None) != (self.disc is None):
+            raise ValueError("--resume: the checkpoint was trained with a different adversarial setting")
+        if self.objective.head is not None:
+            self.objective.head.load_state_dict(state["head"])
+        self.opt_g.load_state_dict(state["opt_g"])
+        self.sched_g.load_state_dict(state["sched_g"])
+        if self.disc is not None:
+            self.disc.load_state_dict(state["disc"])
+            self.opt_d.load_state_dict(state["opt_d"])
+            self.sched_d.load_state_dict(state["sched_d"])

@@ -1,0 +1,245 @@
+"""Torch-free codec runtime: onnxruntime sessions over a validated bundle.
+
+``CodecSession`` is immutable after construction (graphs, tables, token maps); per-stream state lives
+in ``CodecStream`` objects from ``session.new_stream()``, so many streams can share one session.
+
+CLI: ``python -m runtime.codec encode|decode|roundtrip ...`` (see ``runtime/codec_cli.py``).
+"""
+from __future__ import annotations
+
+import hashlib
+import warnings
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+
+from runtime.audio import read_audio, write_audio
+from runtime.bundle import Bundle, BundleError, graph_name
+from runtime.rvq import blas_single_thread, dequantize, rvq_step
+from runtime.tokens_file import TokensFile
+
+PROVIDERS = {
+    "cpu": ["CPUExecutionProvider"],
+    "cuda": ["CUDAExecutionProvider", "CPUExecutionProvider"],
+    "tensorrt": ["TensorrtExecutionProvider", "CUDAExecutionProvider", "CPUExecutionProvider"],
+}
+Codes = tuple[np.ndarray, ...]
+
+
+class ProviderFallbackWarning(RuntimeWarning):
+    """onnxruntime did not use the requested execution provider (it silently falls back to CPU)."""
+
+
+class CodecSession:
+    """A loaded codec bundle.
+
+    Args:
+        bundle: bundle directory (or a ``Bundle``); validated (format_version, files, sha256).
+        provider: "cpu", "cuda" or "tensorrt" (onnxruntime execution providers).
+        threads: intra-op threads per graph (None: onnxruntime's default).
+        verify_hashes: sha256 every bundle file on load (about 1 s per 500 MB; the paper preset's
+            bundle is ~800 MB). Presence and format_version are always checked.
+    """
+
+    def __init__(self, bundle: str | Path | Bundle, provider: str = "cpu", threads: int | None = None,
+                 verify_hashes: bool = True) -> None:
+        import onnxruntime as ort
+
+        if provider not in PROVIDERS:
+            raise ValueError(f"unknown provider {provider!r}; choose one of {sorted(PROVIDERS)}")
+        self.bundle = bundle if isinstance(bundle, Bundle) else Bundle(bundle, verify_hashes)
+        self.provider, self.threads = provider, threads
+        self._ort = ort
+        self._sessions: dict[str, object] = {}
+        self._fallback_reported = False
+        cb = self.bundle.load_codebooks()
+        try:
+            n = len(self.bundle.strides)
+            self.normed = [np.ascontiguousarray(cb[f"layer{l}_normed_f32"]) for l in range(1, n + 1)]
+            self.rows = [np.ascontiguousarray(cb[f"layer{l}_rows_f32"]) for l in range(1, n + 1)]
+            self.word_token_ids = np.asarray(cb["word_token_ids"], dtype=np.int64)
+        except KeyError as e:
+            raise BundleError(f"{self.bundle.path / 'codebooks.npz'}: missing array {e}") from None
+        self.tables = list(zip(self.rows, self.normed))
+        self.vocab_size = int(self.bundle.manifest["vocab"]["size"])
+        self._word_code = np.full(self.vocab_size, -1, dtype=np.int64)
+        self._word_code[self.word_token_ids] = np.arange(len(self.word_token_ids))
+        self.word_table_sha256 = "sha256:" + hashlib.sha256(self.word_token_ids.astype("<i8").tobytes()).hexdigest()
+        # Codes are only interchangeable between bundles with identical tables and decoder graphs.
+        ids = [self.bundle.manifest["files"][f] for f in sorted(self.bundle.manifest["files"])
+               if f == "codebooks.npz" or f.startswith("decoder_")]
+        self.bundle_id = "sha256:" + hashlib.sha256("\n".join(ids).encode()).hexdigest()[:32]
+        self.graph(graph_name("encoder_step", self.chunk_frames[0]))  # report a provider fallback now
+
+    # -- bundle facts -------------------------------------------------------------------------
+    @property
+    def fingerprint(self) -> str:
+        """The LLM vocabulary fingerprint the codebooks were built from (``sha256:<hex>``)."""
+        return self.bundle.fingerprint
+
+    @property
+    def sample_rate(self) -> int:
+        return self.bundle.sample_rate
+
+    @property
+    def hop(self) -> int:
+        return self.bundle.hop
+
+    @property
+    def strides(self) -> tuple[int, ...]:
+        return self.bundle.strides
+
+    @property
+    def group_frames(self) -> int:
+        return self.bundle.group_frames
+
+    @property
+    def chunk_frames(self) -> tuple[int, ...]:
+        return self.bundle.chunk_frames
+
+    # -- graphs -------------------------------------------------------------------------------
+    def graph(self, name: str):
+        """The onnxruntime session of graph ``name`` (created on first use)."""
+        if name not in self._sessions:
+            ort = self._ort
+            opts = ort.SessionOptions()
+            if self.threads:
+                opts.intra_op_num_threads = self.threads
+                opts.inter_op_num_threads = 1
+            sess = ort.InferenceSession(str(self.bundle.graph_path(name)), sess_options=opts,
+                                        providers=PROVIDERS[self.provider])
+            self._check_provider(sess)
+            self._sessions[name] = sess
+        return self._sessions[name]
+
+    def _check_provider(self, sess) -> None:
+        wanted = PROVIDERS[self.provider][0]
+        used = sess.get_providers()
+        if wanted not in used and not self._fallback_reported:
+            self._fallback_reported = True
+            warnings.warn(f"onnxruntime could not use {wanted} (available here: "
+                          f"{self._ort.get_available_providers()}); running on {used[0]} instead",
+                          ProviderFallbackWarning, stacklevel=3)
+
+    @property
+    def active_providers(self) -> list[str]:
+        return next(iter(self._sessions.values())).get_providers()
+
+    def run_step(self, part: str, k: int, x: np.ndarray, state: list[np.ndarray]) -> tuple[np.ndarray, list[np.ndarray]]:
+        """One ``{part}_step_c{k}`` call: ``x`` audio ``(1, 1, k*hop)`` or latent ``(1, D, k)`` -> (y, new state)."""
+        name = graph_name(f"{part}_step", k)
+        spec = self.bundle.graphs[name]
+        feeds = {spec.inputs[0].name: x, **{t.name: s for t, s in zip(spec.inputs[1:], state)}}
+        y, *new_state = self.graph(name).run([t.name for t in spec.outputs], feeds)
+        return y, new_state
+
+    def plan_chunks(self, frames: int) -> list[int]:
+        """Split ``frames`` into the available chunk graphs, largest first (leftover < smallest is left)."""
+        plan = []
+        for k in sorted(self.chunk_frames, reverse=True):
+            while frames >= k:
+                plan.append(k)
+                frames -= k
+        return plan
+
+    # -- quantiser and token maps -------------------------------------------------------------
+    def quantize(self, latent: np.ndarray) -> tuple[list[np.ndarray], np.ndarray]:
+        """Latent ``(T, D)`` (T a multiple of the group) -> (codes per layer, quantised ``(T, D)``)."""
+        with blas_single_thread():  # predictable on a shared 2-core box; see runtime.rvq
+            return rvq_step(latent, self.tables, self.strides)
+
+    def dequantize(self, codes: Sequence[np.ndarray]) -> np.ndarray:
+        """Codes per layer -> summed quantised latent ``(T, D)`` (what the decoder graphs take)."""
+        self._check_codes(codes)
+        return dequantize(codes, self.rows, self.strides)
+
+    def _check_codes(self, codes: Sequence[np.ndarray]) -> None:
+        if len(codes) != len(self.strides):
+            raise ValueError(f"expected {len(self.strides)} code layers, got {len(codes)}")
+        groups = len(codes[0])
+        for layer, (c, s, size) in enumerate(zip(codes, self.strides, self.bundle.codebook_sizes), start=1):
+            c = np.asarray(c)
+            if c.shape != (groups * self.group_frames // s,):
+                raise ValueError(f"layer {layer}: {c.shape} codes for {groups} groups")
+            if c.size and (c.min() < 0 or c.max() >= size):
+                raise ValueError(f"layer {layer}: codes must lie in 0..{size - 1}")
+
+    def code_to_token(self, layer: int, codes: np.ndarray) -> np.ndarray:
+        """LLM token ids of layer ``layer`` (1-based) codes: the word table for layer 1, identity after."""
+        codes = np.asarray(codes, dtype=np.int64)
+        size = self._layer_size(layer)
+        if codes.size and (codes.min() < 0 or codes.max() >= size):
+            raise ValueError(f"layer-{layer} codes must lie in 0..{size - 1}")
+        return self.word_token_ids[codes] if layer == 1 else codes.copy()
+
+    def token_to_code(self, layer: int, ids: np.ndarray) -> np.ndarray:
+        """Codes of LLM token ``ids`` for layer ``layer``; ids outside the layer's token set raise."""
+        ids = np.asarray(ids, dtype=np.int64)
+        self._layer_size(layer)
+        if ids.size and (ids.min() < 0 or ids.max() >= self.vocab_size):
+            raise ValueError(f"token ids must lie in 0..{self.vocab_size - 1}")
+        if layer > 1:
+            return ids.copy()
+        codes = self._word_code[ids]
+        if (codes < 0).any():
+            bad = ids[codes < 0][:5].tolist()
+            raise ValueError(f"token ids {bad} are not in the layer-1 word table")
+        return codes
+
+    def _layer_size(self, layer: int) -> int:
+        if not 1 <= layer <= len(self.strides):
+            raise ValueError(f"layer must be 1..{len(self.strides)}, got {layer}")
+        return self.bundle.codebook_sizes[layer - 1]
+
+    # -- offline ------------------------------------------------------------------------------
+    def encode(self, pcm: np.ndarray) -> list[np.ndarray]:
+        """Offline encode mono float32 ``(n,)`` at the codec rate -> codes per layer.
+
+        The tail is zero-padded to whole groups (``ceil(n / (4 * hop))`` groups)."""
+        pcm = np.asarray(pcm, dtype=np.float32).reshape(-1)
+        group = self.group_frames * self.hop
+        padded = np.zeros(-(-max(len(pcm), 1) // group) * group, dtype=np.float32)
+        padded[:len(pcm)] = pcm
+        (latent,) = self.graph("encoder_offline").run(None, {"audio": padded[None, None]})
+        return self.quantize(latent[0].T)[0]
+
+    def decode(self, codes: Sequence[np.ndarray]) -> np.ndarray:
+        """Offline decode codes per layer -> mono float32 ``(groups * 4 * hop,)``."""
+        latent = self.dequantize(codes)
+        (audio,) = self.graph("decoder_offline").run(None, {"latent": np.ascontiguousarray(latent.T[None])})
+        return audio.reshape(-1)
+
+    def encode_file(self, path: str | Path) -> TokensFile:
+        """Read any audio file (mixed to mono, resampled) and encode it offline."""
+        pcm = read_audio(path, self.sample_rate)
+        return self.tokens(self.encode(pcm), len(pcm))
+
+    def tokens(self, codes: list[np.ndarray], n_samples: int) -> TokensFile:
+        """Wrap codes in a ``TokensFile`` stamped with this bundle's identity."""
+        return TokensFile(codes=[np.asarray(c, dtype=np.int64) for c in codes], fingerprint=self.fingerprint,
+                          word_table_sha256=self.word_table_sha256, bundle_id=self.bundle_id,
+                          sample_rate=self.sample_rate, hop=self.hop, vq_strides=self.strides,
+                          codebook_sizes=self.bundle.codebook_sizes, n_samples=int(n_samples))
+
+    def decode_to_file(self, tokens: TokensFile, path: str | Path, rate: int | None = None,
+                       allow_other_bundle: bool = False) -> np.ndarray:
+        """Decode ``tokens`` (checked against this bundle), trim to the original length, write ``path``."""
+        tokens.check_bundle(self.fingerprint, self.word_table_sha256, self.strides,
+                            None if allow_other_bundle else self.bundle_id)
+        pcm = self.decode(tokens.codes)[:tokens.n_samples]
+        write_audio(path, pcm, self.sample_rate, rate or self.sample_rate)
+        return pcm
+
+    def new_stream(self) -> "CodecStream":
+        from runtime.codec_stream import CodecStream
+
+        return CodecStream(self)
+
+
+if __name__ == "__main__":
+    import sys
+
+    from runtime.codec_cli import main
+
+    sys.exit(main())

@@ -1,0 +1,186 @@
+"""Shared machinery of the few-shot tasks: options, the codec + LLM engine, clips, masked spans.
+
+Audio tokens in prompts are LLM ids: layer-1 codes map through the bundle's word table, layers 2-3
+codes are the ids themselves (docs/design.md "Token maps"). Generated audio spans are decoded under a
+per-step allowed-token mask that follows the span's layer schedule: layer-1 positions may only take
+word-table ids, layer-2/3 positions the whole vocabulary (ids 0-2 included, so EOS never ends a span).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Callable, Literal, Sequence
+
+import numpy as np
+
+from runtime.audio import read_audio
+from runtime.lm_errors import VocabularyMismatchError
+from runtime.prompt import (AudioTokens, Demo, Layers, Layout, Prompt, Template, build_episode_prompt,
+                            span_layer_schedule, split_audio_span)
+
+Crop = Literal["start", "loudest"]
+DEFAULT_CLIP_SECONDS = {"classify": 1.0, "tts": 0.72, "text2sound": 1.0, "denoise": 0.96}
+
+
+class TaskError(ValueError):
+    """A task cannot run with these inputs/options (the message says what to change)."""
+
+
+@dataclass(frozen=True)
+class TaskOptions:
+    """Prompt and decoding options shared by every task.
+
+    shots: classify: demonstrations per label; generation tasks: demonstrations in total;
+        None uses every demonstration of the set.
+    repeats: times the demonstration block is written (the paper's "Repeats").
+    layers: "semantic" (layer 1 only) or "all"; None picks the task default (classify: semantic,
+        generation tasks: all, which they require to decode audio).
+    clip_seconds: fixed clip duration (truncate/zero-pad) for prompt clips; None takes the demo
+        set's ``info.json`` value, else the task default (`DEFAULT_CLIP_SECONDS`).
+    crop: which part of a longer clip is kept: its "start" (official) or its "loudest" window.
+    """
+
+    shots: int | None = None
+    repeats: int = 1
+    layers: Layers | None = None
+    layout: Layout = "major"
+    induction: bool = True
+    temperature: float = 0.0
+    seed: int = 0
+    clip_seconds: float | None = None
+    crop: Crop = "start"
+
+    def with_defaults(self, task: str, demo_info: dict | None = None) -> "TaskOptions":
+        """Fill ``layers`` and ``clip_seconds`` for ``task``; validate the rest."""
+        layers = self.layers or ("semantic" if task == "classify" else "all")
+        secs = self.clip_seconds
+        if secs is None and demo_info and demo_info.get("clip_seconds"):
+            secs = float(demo_info["clip_seconds"])
+        secs = secs if secs is not None else DEFAULT_CLIP_SECONDS[task]
+        opts = replace(self, layers=layers, clip_seconds=secs)
+        opts.validate(task)
+        return opts
+
+    def validate(self, task: str) -> None:
+        if self.shots is not None and self.shots < 1:
+            raise TaskError(f"shots must be >= 1, got {self.shots}")
+        if self.repeats < 1:
+            raise TaskError(f"repeats must be >= 1, got {self.repeats}")
+        if self.clip_seconds is not None and self.clip_seconds <= 0:
+            raise TaskError(f"clip seconds must be positive, got {self.clip_seconds}")
+        if self.crop not in ("start", "loudest"):
+            raise TaskError(f"crop must be 'start' or 'loudest', got {self.crop!r}")
+        if task != "classify" and self.layers == "semantic":
+            raise TaskError(f"{task} generates audio, which needs all three codec layers: use layers='all' "
+                            "(layer 1 alone cannot be decoded)")
+
+
+def crop_start(n_in: int, n_out: int, crop: Crop, pcm: np.ndarray | None = None, step: int = 160) -> int:
+    """First sample of the kept window of length ``n_out`` in a clip of ``n_in`` samples."""
+    if n_in <= n_out or crop == "start":
+        return 0
+    energy = np.concatenate([[0.0], np.cumsum(np.asarray(pcm, dtype=np.float64) ** 2)])
+    starts = np.arange(0, n_in - n_out + 1, step)
+    return int(starts[np.argmax(energy[starts + n_out] - energy[starts])])
+
+
+def fix_length(pcm: np.ndarray, n: int, crop: Crop = "start", start: int | None = None) -> np.ndarray:
+    """Truncate (window from ``crop`` or ``start``) or zero-pad mono ``(m,)`` to ``(n,)`` float32."""
+    pcm = np.asarray(pcm, dtype=np.float32).reshape(-1)
+    s = crop_start(len(pcm), n, crop, pcm) if start is None else start
+    out = np.zeros(n, dtype=np.float32)
+    seg = pcm[s:s + n]
+    out[:len(seg)] = seg
+    return out
+
+
+class FewShotEngine:
+    """A codec session and the frozen LLM whose vocabulary its codebooks were built from.
+
+    lm: `runtime.lm.FrozenLM`; codec: `runtime.codec.CodecSession`. Refuses mismatched vocabularies.
+    """
+
+    def __init__(self, lm, codec) -> None:
+        if lm.fingerprint != codec.fingerprint:
+            raise VocabularyMismatchError(
+                f"vocabulary mismatch: the LLM {lm.model_path} has vocabulary {lm.fingerprint} but the codec "
+                f"bundle {codec.bundle.path} was built for {codec.fingerprint}; use the LLM whose embedding "
+                "table the codec was trained on")
+        self.lm, self.codec = lm, codec
+        self.sample_rate = int(codec.sample_rate)
+        self.group_samples = int(codec.group_frames * codec.hop)
+        self.word_mask = np.zeros(lm.n_vocab, dtype=bool)
+        self.word_mask[codec.word_token_ids] = True
+        self.full_mask = np.ones(lm.n_vocab, dtype=bool)
+        self._memo: dict[str, list[int]] = {}
+
+    # -- text and clips -------------------------------------------------------------------------
+    def tokenize(self, text: str) -> list[int]:
+        """The LLM's own tokenizer (no BOS), memoised: prompts re-encode the same strings often."""
+        if text not in self._memo:
+            self._memo[text] = self.lm.tokenize_text(text)
+        return self._memo[text]
+
+    def samples(self, seconds: float) -> int:
+        return int(round(seconds * self.sample_rate))
+
+    def groups_for(self, n_samples: int) -> int:
+        """Codec groups covering ``n_samples`` (the encoder zero-pads the last one)."""
+        return -(-max(n_samples, 1) // self.group_samples)
+
+    def load_clip(self, path: str | Path, seconds: float, crop: Crop = "start") -> np.ndarray:
+        """An audio file as mono float32 at the codec rate, cut/padded to ``seconds``."""
+        return fix_length(read_audio(path, self.sample_rate), self.samples(seconds), crop)
+
+    def clip_tokens(self, pcm: np.ndarray) -> AudioTokens:
+        """Offline-encode a clip ``(n,)`` and map its codes to LLM ids (fresh codec state)."""
+        return self.codes_to_tokens(self.codec.encode(pcm))
+
+    def codes_to_tokens(self, codes: Sequence[np.ndarray]) -> AudioTokens:
+        return AudioTokens(*(self.codec.code_to_token(l, c).tolist() for l, c in enumerate(codes, start=1)))
+
+    def tokens_to_codes(self, tokens: AudioTokens) -> list[np.ndarray]:
+        return [self.codec.token_to_code(l, np.asarray(t, dtype=np.int64)) for l, t in enumerate(tokens, start=1)]
+
+    def decode(self, tokens: AudioTokens, n_samples: int) -> np.ndarray:
+        """Offline-decode generated tokens to mono float32, trimmed/padded to ``n_samples``."""
+        return fix_length(self.codec.decode(self.tokens_to_codes(tokens)), n_samples)
+
+    # -- prompts and generation ------------------------------------------------------------------
+    def prompt(self, demos: Sequence[Demo], query, opts: TaskOptions, instruction: str | None,
+               reserve: int, template: Template = Template()) -> Prompt:
+        """Episode ids; raises ContextOverflowError (saying how many demonstrations fit) if too long."""
+        return build_episode_prompt(self.tokenize, demos, query, instruction=instruction if opts.induction else None,
+                                    bos_id=self.lm.bos_id, layout=opts.layout, layers=opts.layers,
+                                    repeats=opts.repeats, template=template, n_ctx=self.lm.n_ctx,
+                                    reserve=reserve)
+
+    def span_allowed(self, n_groups: int, layout: Layout, layers: Layers) -> Callable[[int], np.ndarray]:
+        """Per-step allowed mask ``step -> (V,) bool`` for a span of ``n_groups`` groups."""
+        sched = span_layer_schedule(n_groups, layout, layers)
+        return lambda step: self.word_mask if sched[step] == 1 else self.full_mask
+
+    def span_length(self, n_groups: int, opts: TaskOptions) -> int:
+        return len(span_layer_schedule(n_groups, opts.layout, opts.layers))
+
+    def generate_span(self, prompt_ids: Sequence[int], n_groups: int, opts: TaskOptions,
+                      seed: int | None = None) -> AudioTokens:
+        """Exactly the tokens of ``n_groups`` groups after ``prompt_ids``, masked per layer."""
+        n = self.span_length(n_groups, opts)
+        ids = self.lm.generate(prompt_ids, n, allowed=self.span_allowed(n_groups, opts.layout, opts.layers),
+                               temperature=opts.temperature, seed=opts.seed if seed is None else seed)
+        if len(ids) != n:  # generate() stops early only on stop_ids, which we never pass
+            raise TaskError(f"the LLM returned {len(ids)} tokens, expected {n}")
+        return split_audio_span(ids, opts.layout, opts.layers, n_groups)
+
+
+def open_engine(model: str | Path, codec: str | Path, n_ctx: int = 2048, threads: int | None = None,
+                seed: int = 0, provider: str = "cpu") -> FewShotEngine:
+    """Load the codec bundle, then the GGUF checked against the bundle's vocabulary fingerprint."""
+    from runtime.codec import CodecSession
+    from runtime.lm import FrozenLM
+
+    session = CodecSession(codec, provider=provider, threads=threads)
+    lm = FrozenLM(model, n_ctx=n_ctx, n_threads=threads, seed=seed, expected_fingerprint=session.fingerprint,
+                  expected_source=f"codec bundle {codec}")
+    return FewShotEngine(lm, session)

@@ -1,0 +1,184 @@
+"""codec.train end to end on real FSDD recordings with a tiny real LLaMA GGUF, plus the loss pieces."""
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from fixtures_llm import VOCAB_GGUF, tiny_gguf  # noqa: F401  (pytest fixture)
+from safetensors.torch import load_file
+
+from codec.checkpoint import load_checkpoint
+from codec.discriminator import MultiScaleSTFTDiscriminator
+from codec.losses import (MultiResolutionMelLoss, MultiResolutionSTFTLoss, consistency_loss, discriminator_loss,
+                          semantic_loss)
+from codec.teacher import get_teacher
+from codec.train import main, parse_overrides, segment_samples
+from codec.training.state import lr_factor, read_metrics
+from codec.training.objective import TextTargets
+from codec.vocab import build_word_table, load_vocab
+
+DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
+FSDD = DATA / "fsdd" / "recordings"
+pytestmark = pytest.mark.skipif(not FSDD.is_dir(), reason=f"shared data missing: {FSDD}")
+
+
+def _fsdd_list(path: Path, takes: range, speakers=("jackson", "george", "lucas")) -> Path:
+    files = [FSDD / f"{d}_{s}_{t}.wav" for d in range(10) for s in speakers for t in takes]
+    path.write_text("\n".join(str(f) for f in files) + "\n")
+    return path
+
+
+@pytest.fixture(scope="module")
+def lists(tmp_path_factory) -> tuple[Path, Path]:
+    d = tmp_path_factory.mktemp("lists")
+    # takes 0-4 are FSDD's test split: held out for the evaluation batch
+    return _fsdd_list(d / "train.lst", range(5, 7)), _fsdd_list(d / "eval.lst", range(0, 1))
+
+
+def _args(gguf: Path, out: Path, steps: int, *extra: str) -> list[str]:
+    return ["--preset", "tiny", "--llm", str(gguf), "--out", str(out), "--steps", str(steps),
+            "--batch-size", "4", "--segment-seconds", "0.6", "--lr", "3e-3", "--warmup", "5", "--device", "cpu",
+            "--word-table-size", "500", "--log-every", "5", "--seed", "0", "--no-progress",
+            # one thread: on a shared 2-core CI machine OpenMP spinning makes 2 threads ~10x slower
+            "--threads", "1", *extra]
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory, tiny_gguf, lists) -> Path:  # noqa: F811
+    out = tmp_path_factory.mktemp("run") / "tiny"
+    rc = main(_args(tiny_gguf, out, 40, "--data", str(lists[0]), "--eval-data", str(lists[1]), "--ckpt-every", "20"))
+    assert rc == 0
+    return out
+
+
+def test_training_lowers_reconstruction_loss(trained):
+    evals = read_metrics(trained / "eval.csv")
+    assert [r["step"] for r in evals] == [0, 40]
+    before, after = evals[0]["recon"], evals[-1]["recon"]
+    assert after <= 0.7 * before, (before, after)  # held-out FSDD batch, same crops before and after
+    rows = read_metrics(trained / "metrics.csv")
+    assert [int(r["step"]) for r in rows] == [5, 10, 15, 20, 25, 30, 35, 40]
+    assert np.mean([r["recon"] for r in rows[-2:]]) < 0.8 * np.mean([r["recon"] for r in rows[:2]])
+    for key in ("stft", "mel", "commitment", "codebook", "semantic", "consistency", "adversarial", "feature",
+                "disc", "lr", "secs", "audio_s_per_s"):
+        assert all(np.isfinite(r[key]) for r in rows), key
+    assert rows[0]["semantic"] > 0  # FSDD digits carry text ("zero".."nine")
+
+
+def test_output_directory_is_a_checkpoint(trained, tiny_gguf):  # noqa: F811
+    names = {p.name for p in trained.iterdir()}
+    assert {"config.json", "model.safetensors", "vocab.json", "metrics.csv", "eval.csv", "train_state.pt"} <= names
+    model, info = load_checkpoint(trained)
+    vocab = load_vocab(tiny_gguf)
+    assert model.cfg.preset == "tiny" and model.cfg.llm_dim == 64 and model.cfg.word_table_size == 500
+    assert info["fingerprint"] == load_vocab(VOCAB_GGUF).fingerprint
+    assert info["word_token_ids"] == build_word_table(vocab, 500).tolist()
+    np.testing.assert_array_equal(model.quantizer.word_codebook.numpy(), vocab.embeddings[info["word_token_ids"]])
+    assert json.loads((trained / "config.json").read_text())["vocab_size"] == 32000
+
+
+def test_resume_continues(trained, tiny_gguf, tmp_path):  # noqa: F811
+    out = tmp_path / "resumed"
+    shutil.copytree(trained, out)
+    train_lst = _fsdd_list(tmp_path / "t.lst", range(5, 7))
+    assert main(_args(tiny_gguf, out, 50, "--data", str(train_lst), "--resume")) == 0
+    rows = read_metrics(out / "metrics.csv")
+    assert [int(r["step"]) for r in rows][-3:] == [40, 45, 50]
+    assert torch.load(out / "train_state.pt", weights_only=False)["step"] == 50
+    before, after = load_file(str(trained / "model.safetensors")), load_file(str(out / "model.safetensors"))
+    assert not torch.equal(before["quantizer.cb_proj.0.weight"], after["quantizer.cb_proj.0.weight"])
+
+
+def test_resume_equals_uninterrupted(tiny_gguf, tmp_path):  # noqa: F811
+    data = _fsdd_list(tmp_path / "d.lst", range(9, 10), speakers=("jackson",))
+    common = ["--data", str(data), "--batch-size", "2", "--segment-seconds", "0.24"]
+    straight, split = tmp_path / "straight", tmp_path / "split"
+    assert main(_args(tiny_gguf, straight, 6, *common)) == 0
+    assert main(_args(tiny_gguf, split, 6, *common, "--stop-after", "3")) == 0
+    assert torch.load(split / "train_state.pt", weights_only=False)["step"] == 3
+    assert main(_args(tiny_gguf, split, 6, *common, "--resume")) == 0
+    a, b = load_file(str(straight / "model.safetensors")), load_file(str(split / "model.safetensors"))
+    for k in a:
+        torch.testing.assert_close(b[k], a[k], rtol=1e-5, atol=1e-6, msg=k)
+
+
+def test_cli_errors(tiny_gguf, trained, lists, tmp_path, capsys):  # noqa: F811
+    with pytest.raises(SystemExit) as e:
+        main(_args(tiny_gguf, trained, 10, "--data", str(lists[0])))
+    assert e.value.code == 1 and "not empty" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        main(_args(VOCAB_GGUF, tmp_path / "v", 10, "--data", str(lists[0])))
+    assert "vocab-only GGUF" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        main(_args(tiny_gguf, tmp_path / "r", 10, "--data", str(lists[0]), "--resume"))
+    assert "train_state.pt" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        main(_args(tiny_gguf, tmp_path / "m", 10, "--data", str(tmp_path / "missing")))
+    assert "not found" in capsys.readouterr().err
+
+
+def test_overrides_and_segment():
+    assert parse_overrides(["latent_dim=96", "encoder_rates=3,4,5,8", "depthwise=false", "preset=x"]) == \
+        {"latent_dim": 96, "encoder_rates": (3, 4, 5, 8), "depthwise": False, "preset": "x"}
+    with pytest.raises(ValueError, match="CodecConfig field"):
+        parse_overrides(["nope=1"])
+    from codec.config import preset
+    assert segment_samples(preset("tiny"), 1.0) == 17280  # 9 groups of 1920 samples
+
+
+def test_lr_schedule():
+    assert lr_factor(0, 10, 100, "cosine", 0.1) == pytest.approx(0.1)
+    assert lr_factor(9, 10, 100, "cosine", 0.1) == pytest.approx(1.0)
+    assert lr_factor(100, 10, 100, "cosine", 0.1) == pytest.approx(0.1)
+    assert lr_factor(55, 10, 100, "exp", 0.01) == pytest.approx(0.1)
+
+
+# ---------------------------------------------------------------------------------------- losses
+def test_reconstruction_losses():
+    torch.manual_seed(0)
+    y = torch.randn(2, 1, 8000) * 0.1
+    for loss in (MultiResolutionSTFTLoss(), MultiResolutionMelLoss()):
+        assert float(loss(y, y)) == pytest.approx(0.0, abs=1e-6)
+        near, far = float(loss(y * 0.9, y)), float(loss(torch.randn_like(y) * 0.1, y))
+        assert 0 < near < far
+
+
+def test_semantic_and_consistency_losses():
+    zq1 = torch.ones(3, 4, 8)
+    target = torch.zeros(3, 4)
+    mask = torch.tensor([True, False, True])
+    assert float(semantic_loss(zq1, target, mask)) == pytest.approx(1.0)
+    assert float(semantic_loss(zq1, target, torch.zeros(3, dtype=torch.bool))) == 0.0
+    teacher = torch.arange(5.0).reshape(1, 5, 1)  # 5 frames -> nearest to 10
+    pred = torch.tensor([0, 0, 1, 1, 2, 2, 3, 3, 4, 4.0]).reshape(1, 10, 1)
+    assert float(consistency_loss(pred, teacher)) == 0.0
+
+
+def test_text_targets(tiny_gguf):  # noqa: F811
+    vocab = load_vocab(tiny_gguf)
+    tt = TextTargets(vocab)
+    emb, mask = tt.batch(["sea waves", None, "zero"], torch.device("cpu"))
+    assert mask.tolist() == [True, False, True] and emb.shape == (3, 64)
+    ids = [vocab.pieces.index("\u2581sea"), vocab.pieces.index("\u2581waves")]
+    np.testing.assert_allclose(emb[0].numpy(), vocab.embeddings[ids].mean(0), rtol=1e-6)
+    assert torch.all(emb[1] == 0)
+
+
+def test_discriminator_and_teacher():
+    disc = MultiScaleSTFTDiscriminator(filters=4)
+    wav = torch.randn(2, 1, 4800) * 0.1
+    logits, feats = disc(wav)
+    assert len(logits) == 3 and all(lg.shape[0] == 2 for lg in logits) and all(len(f) == 5 for f in feats)
+    assert float(discriminator_loss(logits, logits).detach()) > 0
+    for name, dim in (("mfcc", 40), ("logmel", 80)):
+        t = get_teacher(name)
+        f = t(wav)
+        assert f.shape == (2, 4800 // 320 + 1, dim) and not f.requires_grad
+        torch.testing.assert_close(f.mean(1), torch.zeros(2, dim), atol=1e-4, rtol=0)
+    assert get_teacher("none") is None
+    with pytest.raises(KeyError, match="mfcc"):
+        get_teacher("whisper-base")

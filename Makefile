@@ -5,12 +5,33 @@ PY := $(VENV)/bin/python
 PIP := $(PY) -m pip
 STAMP := $(VENV)/.installed
 
-.PHONY: test venv system-deps clean-venv
+.PHONY: test venv demo system-deps clean-venv
 
 test: $(STAMP)
 	$(PY) -m pytest -q
 
 venv: $(STAMP)
+
+# The main job until bundled default models land: a tiny LLaMA GGUF with the real LLaMA-2 vocabulary,
+# a short causal-codec training run on FSDD, ONNX export (self-verified), a torch-free round trip
+# of a real recording, then few-shot sound-event classification and denoising through llama.cpp.
+DATA ?= ../shared/data
+DEMO ?= runs/demo
+DEMO_STEPS ?= 200
+demo: $(STAMP)
+	$(PY) -m export.tiny_llm --out $(DEMO)/llm.gguf --dim 64 --force
+	$(PY) -m codec.train --preset tiny --data $(DATA)/fsdd/recordings --llm $(DEMO)/llm.gguf \
+		--out $(DEMO)/codec --steps $(DEMO_STEPS) --threads 1 --force --no-progress --log-every 50
+	$(PY) -m export.onnx $(DEMO)/codec --out $(DEMO)/bundle --force
+	$(PY) -m runtime.codec roundtrip $(DATA)/speech16k/arctic_a0010.wav $(DEMO)/roundtrip.wav \
+		--codec $(DEMO)/bundle --force
+	$(PY) -m runtime.make_demos --data $(DATA) --out $(DEMO)/demos --force
+	$(PY) -m runtime.run --task classify --demos $(DEMO)/demos/classify-esc50 --shots 1 \
+		--input $(DATA)/esc50/audio/4-59579-B-20.wav --model $(DEMO)/llm.gguf --codec $(DEMO)/bundle
+	$(PY) -m runtime.run --task denoise --demos $(DEMO)/demos/denoise-voicebank \
+		--input $(DATA)/voicebank_demand/noisy/p257_411.wav --output $(DEMO)/denoised.wav --force \
+		--model $(DEMO)/llm.gguf --codec $(DEMO)/bundle
+	@echo "demo outputs in $(DEMO)/ (roundtrip.wav, denoised.wav)"
 
 system-deps:
 	@if ! ldconfig -p | grep -q libportaudio.so.2; then \
@@ -21,7 +42,7 @@ system-deps:
 # torch is pinned first so the CPU build is taken (an unpinned torch pulls GBs of CUDA wheels).
 # llama-cpp-python is built portable (-DGGML_NATIVE=OFF): the native build crashes (SIGILL, AMX)
 # on quantised models on these CPUs.
-$(STAMP): pyproject.toml Makefile
+$(STAMP): pyproject.toml
 	$(MAKE) system-deps
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PIP) install -q --upgrade pip wheel setuptools

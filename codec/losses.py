@@ -7,6 +7,7 @@ Semantic (layer 1) and consistency (layer 2) are MSE terms; see the functions.
 """
 from __future__ import annotations
 
+import math
 from typing import Sequence
 
 import torch
@@ -137,3 +138,25 @@ def consistency_loss(pred: Tensor, teacher: Tensor) -> Tensor:
     target = F.interpolate(teacher.transpose(1, 2), size=pred.shape[1], mode="nearest").transpose(1, 2)
     return F.mse_loss(pred, target)
 
+
+
+# ---------------------------------------------------------------------------------- codebook usage
+def codebook_usage_loss(scores: Tensor, tau: float) -> Tensor:
+    """Entropy regulariser against codebook collapse (MAGVIT-v2 / LFQ), normalised by ``log N``.
+
+    ``scores (M, N)``: cosine scores of ``M`` queries against ``N`` codewords (the search's own matrix).
+    With ``p = softmax(scores / tau)`` per query, returns ``(mean_m H(p_m) - H(mean_m p_m)) / log N``:
+    low when each query is confident *and* the batch spreads over many codewords. In ``[-1, 1]``:
+    ``0`` when every query is one-hot on the same codeword, ``-log(min(M, N)) / log N`` at best
+    (one-hot queries, uniform batch usage).
+    """
+    if scores.dim() != 2 or scores.shape[1] < 2:
+        raise ValueError(f"scores must be (M, N) with N >= 2, got {tuple(scores.shape)}")
+    if tau <= 0:
+        raise ValueError(f"entropy temperature must be positive, got {tau}")
+    logp = F.log_softmax(scores.float() / tau, dim=-1)
+    p = logp.exp()
+    per_query = -(p * logp).sum(-1).mean()
+    avg = p.mean(0)
+    batch = -(avg * avg.clamp_min(1e-12).log()).sum()
+    return (per_query - batch) / math.log(scores.shape[1])

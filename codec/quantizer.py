@@ -8,6 +8,14 @@ the residual. Layer 1 uses the word table ``E[word_ids] (W, D_llm)``, layers 2+ 
 ``E (V, D_llm)``. The tables are frozen buffers (stored once: layers 2 and 3 share ``vocab_codebook``);
 only the per-layer ``cb_proj: Linear(D_llm -> latent)`` trains.
 
+Against codebook collapse: ``cb_proj``'s bias starts at ``-W @ mean(table)``, so the projected rows start
+centred (an LLM embedding table shares a common mean direction that would otherwise make every projected row
+point the same way for the cosine search; it is folded into the bias, so exported tables stay plain rows).
+When ``entropy_tau`` is set, ``quantize`` with grad enabled also returns the codebook-usage entropy of each
+layer's soft assignment ``softmax(cos / entropy_tau)`` (``codec.losses.codebook_usage_loss``), computed from
+the search's own score matrix (the table side re-projected with grad); its gradient reaches both the
+queries (encoder) and ``cb_proj``.
+
 Algorithmic latency: a layer-1 code needs its whole group of ``s_1 = 4`` frames (120 ms), and groups
 are independent, so codes for a group are final once its 4 latent frames exist (``quantize_groups``).
 """
@@ -21,6 +29,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from codec.config import CodecConfig
+from codec.losses import codebook_usage_loss
 
 Tables = list[tuple[Tensor, Tensor]]
 
@@ -31,6 +40,7 @@ class VQLosses:
 
     commitment: Tensor  # mse(pooled residual, sg(q)): trains the encoder
     codebook: Tensor  # mse(q, sg(pooled residual)): trains cb_proj
+    entropy: Tensor  # codebook-usage entropy (0 unless entropy_tau is set and grad is on): encoder + cb_proj
 
 
 def _as_table(table: Tensor | np.ndarray, rows: int, dim: int, what: str, field: str) -> Tensor:
@@ -71,6 +81,10 @@ class MultiScaleRVQ(nn.Module):
         self.register_buffer("vocab_codebook", _as_table(vocab_embeddings, cfg.vocab_size, cfg.llm_dim,
                                                          "vocab_embeddings", "vocab_size"))
         self.cb_proj = nn.ModuleList(nn.Linear(cfg.llm_dim, cfg.latent_dim, bias=True) for _ in self.strides)
+        self.entropy_tau: float | None = None  # set by the trainer to add the usage-entropy term
+        with torch.no_grad():  # centred projected rows at init (see module docstring)
+            for layer, proj in enumerate(self.cb_proj):
+                proj.bias.copy_(-proj.weight @ self.codebook(layer).mean(0))
 
     def codebook(self, layer: int) -> Tensor:
         """The frozen table of layer ``layer`` (0-based): ``(N_l, D_llm)``."""
@@ -94,11 +108,18 @@ class MultiScaleRVQ(nn.Module):
         residual, zq = z, torch.zeros_like(z)
         codes: list[Tensor] = []
         per_layer: list[Tensor] = []
-        commitment = codebook = z.new_zeros(())
+        commitment = codebook = entropy = z.new_zeros(())
+        with_entropy = self.entropy_tau is not None and torch.is_grad_enabled()
         for layer, stride in enumerate(self.strides):
             x = F.avg_pool1d(residual, stride, stride) if stride > 1 else residual  # (B, latent, T/s)
             rows, normed = tables[layer]
-            idx = nearest(x.transpose(1, 2), normed)
+            if with_entropy:  # the same scores as `nearest`, kept with grad to the queries and to cb_proj
+                normed_g = F.normalize(self.cb_proj[layer](self.codebook(layer)), dim=-1)  # == normed, with grad
+                scores = F.normalize(x.transpose(1, 2), dim=-1) @ normed_g.T  # (B, T/s, N_l)
+                idx = torch.argmax(scores.detach(), dim=-1)
+                entropy = entropy + codebook_usage_loss(scores.flatten(0, 1), self.entropy_tau)
+            else:
+                idx = nearest(x.transpose(1, 2), normed)
             q = self._lookup(layer, rows, idx)  # (B, latent, T/s)
             commitment = commitment + F.mse_loss(x, q.detach())
             codebook = codebook + F.mse_loss(q, x.detach())
@@ -108,7 +129,7 @@ class MultiScaleRVQ(nn.Module):
             zq, residual = zq + held, residual - held
             codes.append(idx)
             per_layer.append(held)
-        return zq, codes, VQLosses(commitment, codebook), per_layer
+        return zq, codes, VQLosses(commitment, codebook, entropy), per_layer
 
     def quantize_groups(self, z: Tensor, tables: Tables | None = None) -> tuple[Tensor, list[Tensor]]:
         """Streaming helper: quantise complete groups ``z (B, latent, g·group)`` -> ``(zq, codes)`` without grad.

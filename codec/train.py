@@ -5,7 +5,7 @@
 
 Reads the vocabulary and ``token_embd.weight`` from the GGUF, builds the layer-1 word table, fills
 ``llm_dim``/``vocab_size``/``word_table_size`` in the config, and trains encoder, decoder and
-``cb_proj`` (codebooks frozen) on reconstruction (MR-STFT + mel), VQ, semantic (layer 1, clip text),
+``cb_proj`` (codebooks frozen) on reconstruction (MR-STFT + mel), VQ (+ codebook-usage entropy), semantic (layer 1, clip text),
 consistency (layer 2, ``--teacher``) and least-squares GAN + feature-matching losses. ``--out``
 receives the checkpoint (config.json, model.safetensors, vocab.json), ``train_state.pt`` (for
 ``--resume``), ``metrics.csv`` (one row per ``--log-every`` steps) and ``eval.csv`` (fixed batch).
@@ -70,6 +70,9 @@ def build_parser() -> argparse.ArgumentParser:
     ap.add_argument("--adv-start", type=int, default=0, help="first step using the discriminator")
     ap.add_argument("--loss-weight", action="append", default=[], metavar="NAME=VALUE",
                     help=f"override a loss weight ({', '.join(f.name for f in dataclasses.fields(LossWeights))})")
+    ap.add_argument("--entropy-tau", type=float, default=0.05,
+                    help="temperature of the codebook-usage entropy's soft assignment softmax(cos / tau) "
+                         "(weight: --loss-weight entropy=W; 0 disables it)")
     ap.add_argument("--ckpt-every", type=int, default=500)
     ap.add_argument("--log-every", type=int, default=10)
     ap.add_argument("--eval-every", type=int, default=0, help="0: only before and after training")
@@ -146,6 +149,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     if args.steps <= 0 or args.batch_size <= 0:
         fatal("--steps and --batch-size must be positive")
+    if args.entropy_tau <= 0:
+        fatal("--entropy-tau must be positive")
     threads = torch.get_num_threads()
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -187,6 +192,7 @@ def _train(args: argparse.Namespace, info, device: torch.device) -> int:
     loader = make_loader(dataset, args.batch_size, sampler, args.num_workers)
     codec = LLMCodec(cfg, vocab.embeddings[word_ids], vocab.embeddings)
     weights = LossWeights().update(args.loss_weight)
+    codec.quantizer.entropy_tau = args.entropy_tau if weights.entropy > 0 else None
     teacher = get_teacher(args.teacher, cfg.sample_rate) if weights.consistency > 0 else None
     objective = GeneratorObjective(cfg.latent_dim, cfg.sample_rate, weights, teacher,
                                    TextTargets(vocab) if weights.semantic > 0 else None)

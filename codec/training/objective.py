@@ -24,6 +24,7 @@ class LossWeights:
     mel: float = 1.0
     commitment: float = 1.0
     codebook: float = 1.0
+    entropy: float = 0.1  # codebook-usage entropy (codec.losses.codebook_usage_loss); 0 disables it
     semantic: float = 1.0
     consistency: float = 1.0
     adversarial: float = 1.0
@@ -99,6 +100,8 @@ class GeneratorObjective(nn.Module):
         """
         terms = self.reconstruction(out.audio, wav)
         terms["commitment"], terms["codebook"] = out.vq_losses.commitment, out.vq_losses.codebook
+        if self.weights.entropy > 0:
+            terms["entropy"] = out.vq_losses.entropy
         if self.text_targets is not None and self.weights.semantic > 0:
             emb, mask = self.text_targets.batch(texts, wav.device)
             with torch.no_grad():  # a fixed target: cb_proj must not shrink to satisfy it

@@ -5,10 +5,11 @@
 
 Reads the vocabulary and ``token_embd.weight`` from the GGUF, builds the layer-1 word table, fills
 ``llm_dim``/``vocab_size``/``word_table_size`` in the config, and trains encoder, decoder and
-``cb_proj`` (codebooks frozen) on reconstruction (MR-STFT + mel), VQ (+ codebook-usage entropy), semantic (layer 1, clip text),
-consistency (layer 2, ``--teacher``) and least-squares GAN + feature-matching losses. ``--out``
-receives the checkpoint (config.json, model.safetensors, vocab.json), ``train_state.pt`` (for
-``--resume``), ``metrics.csv`` (one row per ``--log-every`` steps) and ``eval.csv`` (fixed batch).
+``cb_proj`` (codebooks frozen) on reconstruction (MR-STFT + mel), VQ (+ codebook-usage entropy against
+collapse, ``--entropy-tau``), semantic (layer 1, clip text), consistency (layer 2, ``--teacher``) and
+least-squares GAN + feature-matching losses. ``--out`` receives the checkpoint (config.json,
+model.safetensors, vocab.json), ``train_state.pt`` (for ``--resume``), ``metrics.csv`` (one row per
+``--log-every`` steps) and ``eval.csv`` (fixed batch).
 """
 from __future__ import annotations
 
@@ -72,7 +73,7 @@ def build_parser() -> argparse.ArgumentParser:
                     help=f"override a loss weight ({', '.join(f.name for f in dataclasses.fields(LossWeights))})")
     ap.add_argument("--entropy-tau", type=float, default=0.05,
                     help="temperature of the codebook-usage entropy's soft assignment softmax(cos / tau) "
-                         "(weight: --loss-weight entropy=W; 0 disables it)")
+                         "(weight: --loss-weight entropy=W, default 5; entropy=0 turns the term off)")
     ap.add_argument("--ckpt-every", type=int, default=500)
     ap.add_argument("--log-every", type=int, default=10)
     ap.add_argument("--eval-every", type=int, default=0, help="0: only before and after training")

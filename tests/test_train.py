@@ -63,7 +63,7 @@ def test_training_lowers_reconstruction_loss(trained):
     rows = read_metrics(trained / "metrics.csv")
     assert [int(r["step"]) for r in rows] == [5, 10, 15, 20, 25, 30, 35, 40]
     assert np.mean([r["recon"] for r in rows[-2:]]) < 0.8 * np.mean([r["recon"] for r in rows[:2]])
-    for key in ("stft", "mel", "commitment", "codebook", "semantic", "consistency", "adversarial", "feature",
+    for key in ("stft", "mel", "commitment", "codebook", "entropy", "semantic", "consistency", "adversarial", "feature",
                 "disc", "lr", "secs", "audio_s_per_s"):
         assert all(np.isfinite(r[key]) for r in rows), key
     assert rows[0]["semantic"] > 0  # FSDD digits carry text ("zero".."nine")

@@ -24,7 +24,7 @@ class LossWeights:
     mel: float = 1.0
     commitment: float = 1.0
     codebook: float = 1.0
-    entropy: float = 0.1  # codebook-usage entropy (codec.losses.codebook_usage_loss); 0 disables it
+    entropy: float = 5.0  # codebook-usage entropy (codec.losses.codebook_usage_loss), in [-1, 0] per layer; 0: off
     semantic: float = 1.0
     consistency: float = 1.0
     adversarial: float = 1.0

@@ -7,7 +7,7 @@ STAMP := $(VENV)/.installed
 
 .PHONY: test venv demo system-deps clean-venv
 
-test: $(STAMP)
+test: system-deps $(STAMP)
 	$(PY) -m pytest -q
 
 venv: $(STAMP)
@@ -33,10 +33,12 @@ demo: $(STAMP)
 		--model $(DEMO)/llm.gguf --codec $(DEMO)/bundle
 	@echo "demo outputs in $(DEMO)/ (roundtrip.wav, denoised.wav)"
 
+# libportaudio2: microphone I/O (sounddevice); wamerican: the English word list that picks the
+# codec's layer-1 whole-word table (/usr/share/dict/words).
 system-deps:
-	@if ! ldconfig -p | grep -q libportaudio.so.2; then \
-		(apt-get update && apt-get install -y --no-install-recommends libportaudio2) \
-		|| echo "warning: could not install libportaudio2 (microphone I/O will be unavailable)"; \
+	@if ! ldconfig -p | grep -q libportaudio.so.2 || [ ! -f /usr/share/dict/words ]; then \
+		(apt-get update && apt-get install -y --no-install-recommends libportaudio2 wamerican) \
+		|| echo "warning: could not install libportaudio2/wamerican with apt-get"; \
 	fi
 
 # torch is pinned first so the CPU build is taken (an unpinned torch pulls GBs of CUDA wheels).

@@ -80,6 +80,9 @@ def build_parser() -> argparse.ArgumentParser:
     ap.add_argument("--num-workers", type=int, default=0)
     ap.add_argument("--balanced", action="store_true", help="draw each --data source equally often")
     ap.add_argument("--word-table-size", type=int, default=3000)
+    ap.add_argument("--word-list", default="default",
+                    help="English word list for the layer-1 whole-word check ('default': /usr/share/dict/words; "
+                         "'none': no check)")
     ap.add_argument("--threads", type=int, default=None,
                     help="torch CPU threads (1 is far faster on a CPU shared with other jobs: no OpenMP spinning)")
     ap.add_argument("--override", action="append", default=[], metavar="KEY=VALUE",
@@ -177,7 +180,8 @@ def _train(args: argparse.Namespace, info, device: torch.device) -> int:
         fatal(f"{args.llm} is a vocab-only GGUF (no token_embd.weight); the codec needs the LLM's token "
               "embeddings: pass a full model GGUF (e.g. one built with `python -m export.tiny_llm`)")
     try:
-        word_ids = build_word_table(vocab, args.word_table_size)
+        word_ids = build_word_table(vocab, args.word_table_size,
+                                    None if args.word_list == "none" else args.word_list)
         cfg = build_config(args, vocab.dim, vocab.size)
     except (VocabError, ValueError, KeyError) as e:
         fatal(str(e))

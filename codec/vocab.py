@@ -225,40 +225,81 @@ class SpmBpe:
 
 
 # ------------------------------------------------------------------------------------ word table
-def word_candidates(vocab: LlmVocab) -> np.ndarray:
-    """Ids of NORMAL pieces ``"▁" + lower-case ASCII word`` (length >= 2, or "a"/"i"), ranked.
+# Whole-word check: a system English word list (Debian/Ubuntu `wamerican`, macOS ships one too).
+# SentencePiece scores alone rank fragments ("▁th", "▁wh", "▁interpre") and German/French words
+# ("▁abgerufen", "▁mehr") among the first 3,000 "▁word" pieces of LLaMA-2.
+DEFAULT_WORD_LISTS = ("/usr/share/dict/words", "/usr/share/dict/american-english")
+WORD_LIST_HINT = ("install an English word list (Debian/Ubuntu: apt-get install wamerican) or pass "
+                  "--word-list FILE (one word per line)")
+# With a dictionary, one- and two-letter entries are mostly abbreviations ("ch", "esp"): keep only
+# these common short words.
+SHORT_WORDS = frozenset("a i am an as at be by do go he if in is it me my no of oh ok on or so to up us we".split())
 
-    Ranked by score descending (SentencePiece: higher = more frequent), ties by id ascending.
+
+def load_word_list(path: str | Path | None = None) -> frozenset[str]:
+    """Lower-case ASCII words of an English word list (one per line), e.g. ``/usr/share/dict/words``.
+
+    ``path=None`` takes the first of ``DEFAULT_WORD_LISTS`` that exists."""
+    if path is None:
+        path = next((p for p in DEFAULT_WORD_LISTS if Path(p).is_file()), None)
+        if path is None:
+            raise VocabError(f"no English word list found at {', '.join(DEFAULT_WORD_LISTS)}: {WORD_LIST_HINT}")
+    path = Path(path)
+    if not path.is_file():
+        raise VocabError(f"word list {path} not found: {WORD_LIST_HINT}")
+    words = frozenset(w for w in (line.strip() for line in path.read_text(errors="replace").splitlines())
+                      if _WORD_RE.match(w))
+    if not words:
+        raise VocabError(f"word list {path} holds no lower-case ASCII words")
+    return words
+
+
+def word_candidates(vocab: LlmVocab, dictionary: frozenset[str] | None = None) -> np.ndarray:
+    """Ids of NORMAL pieces ``"▁" + lower-case ASCII word``, ranked.
+
+    Without ``dictionary``: length >= 2, or "a"/"i". With one: the word must be in it, and be at
+    least 3 letters long or one of ``SHORT_WORDS``. Ranked by score descending (SentencePiece:
+    higher = more frequent), ties by id ascending.
     """
     ids = []
     for i, piece in enumerate(vocab.pieces):
         if vocab.token_types[i] != TOKEN_NORMAL or not piece.startswith(SPACE):
             continue
         word = piece[1:]
-        if _WORD_RE.match(word) and (len(word) >= 2 or word in _SINGLE_LETTER_WORDS):
+        if not _WORD_RE.match(word):
+            continue
+        if dictionary is None:
+            keep = len(word) >= 2 or word in _SINGLE_LETTER_WORDS
+        else:
+            keep = word in dictionary and (len(word) >= 3 or word in SHORT_WORDS)
+        if keep:
             ids.append(i)
     ids_arr = np.asarray(ids, dtype=np.int64)
     order = np.lexsort((ids_arr, -vocab.scores[ids_arr].astype(np.float64)))
     return ids_arr[order]
 
 
-def build_word_table(vocab: LlmVocab, size: int = 3000) -> np.ndarray:
+def build_word_table(vocab: LlmVocab, size: int = 3000,
+                     dictionary: frozenset[str] | None | str = "default") -> np.ndarray:
     """The layer-1 word table: ``(size,)`` int64 token ids, deterministic.
 
-    Candidates from :func:`word_candidates`, keeping only words that SentencePiece-BPE encodes as
-    that one token (so code <-> token id is a bijection), first ``size`` in rank order.
+    Candidates from :func:`word_candidates` (``dictionary="default"`` loads the system English
+    word list, ``None`` skips the whole-word check), keeping only words that SentencePiece-BPE
+    encodes as that one token (so code <-> token id is a bijection), first ``size`` in rank order.
     """
     if size <= 0:
         raise ValueError(f"word table size must be positive, got {size}")
+    if isinstance(dictionary, str):
+        dictionary = load_word_list(None if dictionary == "default" else dictionary)
     bpe = SpmBpe(vocab)
     chosen: list[int] = []
-    for tid in word_candidates(vocab):
+    for tid in word_candidates(vocab, dictionary):
         if bpe.encode_word(vocab.pieces[tid][1:]) == [int(tid)]:
             chosen.append(int(tid))
             if len(chosen) == size:
                 return np.asarray(chosen, dtype=np.int64)
-    raise VocabError(f"the vocabulary has only {len(chosen)} single-token lower-case words; "
-                     f"asked for a word table of {size}")
+    raise VocabError(f"the vocabulary has only {len(chosen)} single-token lower-case words"
+                     f"{' in the word list' if dictionary is not None else ''}; asked for a word table of {size}")
 
 
 def word_table_words(vocab: LlmVocab, ids: np.ndarray | list[int]) -> list[str]:

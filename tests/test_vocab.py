@@ -8,7 +8,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from codec.vocab import (SpmBpe, VocabError, build_word_table, load_vocab, make_vocab_info,
+from codec.vocab import (SHORT_WORDS, SpmBpe, VocabError, build_word_table, load_vocab, load_word_list,
+                         make_vocab_info,
                          vocab_fingerprint, word_candidates, word_table_words)
 
 DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
@@ -56,6 +57,23 @@ def test_word_table_prefix_property_and_rank(real_vocab):
     scores = real_vocab.scores[big]
     assert np.all(np.diff(scores) <= 0)  # ranked by score, most frequent first
     assert 278 in big[:10].tolist()  # "▁the"
+
+
+def test_word_table_holds_whole_english_words(real_vocab):
+    words = word_table_words(real_vocab, build_word_table(real_vocab, 3000))
+    dictionary = load_word_list()
+    assert all(w in dictionary and (len(w) >= 3 or w in SHORT_WORDS) for w in words)
+    for fragment in ("th", "wh", "interpre", "abgerufen", "mehr"):  # high-score "▁word" pieces
+        assert fragment not in words
+    assert {"the", "dog", "happened", "beautiful"} <= set(words)
+
+
+def test_word_list_errors(tmp_path):
+    with pytest.raises(VocabError, match="wamerican"):
+        load_word_list(tmp_path / "missing.txt")
+    (tmp_path / "empty.txt").write_text("Capitalised\n123\n")
+    with pytest.raises(VocabError, match="no lower-case"):
+        load_word_list(tmp_path / "empty.txt")
 
 
 def test_word_table_too_large(real_vocab):
@@ -139,10 +157,13 @@ def test_small_vocab_word_table(tmp_path):
     # "▁Sea" (capital), "▁1" (digit), "▁t"/"▁x" (single letters other than a/i) are not candidates;
     # "▁cat" is a candidate but not reachable by BPE, so it is not a single-token word.
     assert word_table_words(v, word_candidates(v)) == ["th", "the", "do", "dog", "a", "cat"]
-    assert word_table_words(v, build_word_table(v, 5)) == ["th", "the", "do", "dog", "a"]
+    assert word_table_words(v, build_word_table(v, 5, dictionary=None)) == ["th", "the", "do", "dog", "a"]
+    # with a word list, fragments ("th") go; short words only from the common set ("do", "a")
+    words = frozenset({"the", "do", "dog", "a", "cat", "th"})
+    assert word_table_words(v, build_word_table(v, 4, dictionary=words)) == ["the", "do", "dog", "a"]
     assert SpmBpe(v).encode("the dog cat") == [9, 12, 18, 27, 25, 19]
     with pytest.raises(VocabError, match="only 5"):
-        build_word_table(v, 6)
+        build_word_table(v, 6, dictionary=None)
 
 
 def test_errors(tmp_path):

@@ -23,6 +23,7 @@ from typing import Any, Callable
 import numpy as np
 
 from benchmarks.common import check_outputs, environment, fatal, markdown_table, time_cpu, write_jsonl
+from runtime.cli import run_cli
 
 COLUMNS = [("backend", "backend", ""), ("threads", "threads", ""), ("mode", "mode", ""),
            ("enc_p50_ms", "enc p50 ms", ".2f"), ("dec_p50_ms", "dec p50 ms", ".2f"),
@@ -201,4 +202,4 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(run_cli(main))

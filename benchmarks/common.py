@@ -19,6 +19,8 @@ from typing import Any, Callable, NoReturn, Sequence
 
 import numpy as np
 
+from runtime.cli import atomic_path, die
+
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "benchmarks" / "results"
 
@@ -33,8 +35,8 @@ GPU_PEAKS: list[tuple[str, dict[str, float]]] = [
 
 
 def fatal(msg: str) -> NoReturn:
-    print(f"error: {msg}", file=sys.stderr)
-    raise SystemExit(1)
+    """One ``error:`` line on stderr, exit status 1 (runtime/cli.py)."""
+    die(msg)
 
 
 def gpu_peak(device_name: str) -> dict[str, float] | None:
@@ -175,7 +177,7 @@ def check_outputs(paths: Sequence[Path], force: bool) -> None:
 
 
 def write_jsonl(path: Path, records: Sequence[dict[str, Any]]) -> None:
-    with open(path, "w") as f:
+    with atomic_path(path) as tmp, open(tmp, "w") as f:  # Ctrl-C: no truncated results file
         for rec in records:
             f.write(json.dumps(rec, sort_keys=True) + "\n")
 

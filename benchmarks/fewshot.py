@@ -32,16 +32,13 @@ os.environ.setdefault("OMP_WAIT_POLICY", "passive")
 
 import numpy as np  # noqa: E402
 
+from runtime.cli import fatal, run_cli  # noqa: E402
+
 AUDIO_EXT = (".wav", ".flac", ".ogg", ".mp3")
 
 
 class BenchError(ValueError):
     """Bad benchmark data or arguments (one-line message)."""
-
-
-def fatal(msg: str) -> int:
-    print(f"error: {msg}", file=sys.stderr)
-    return 1
 
 
 def wilson(k: int, n: int, z: float = 1.96) -> tuple[float, float]:
@@ -270,4 +267,4 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(run_cli(main))

@@ -12,7 +12,6 @@ import json
 import os
 import platform
 import subprocess
-import sys
 import tempfile
 import time
 from pathlib import Path
@@ -20,14 +19,10 @@ from typing import Callable, Sequence
 
 import numpy as np
 
-from runtime.lm import FrozenLM, select_token
+from runtime.cli import die, run_cli
+from runtime.lm import FrozenLM, ModelLoadError, select_token
 
 REPO = Path(__file__).resolve().parents[1]
-
-
-def fatal(msg: str) -> int:
-    print(f"error: {msg}", file=sys.stderr)
-    raise SystemExit(1)
 
 
 def _env() -> dict:
@@ -130,7 +125,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     ap.add_argument("--json-out", type=Path, default=None, help="also append the JSON lines here")
     a = ap.parse_args(argv)
     if a.prefix_tokens + a.query_tokens + a.gen_tokens > a.n_ctx:
-        fatal(f"prefix+query+gen tokens ({a.prefix_tokens + a.query_tokens + a.gen_tokens}) exceed --n-ctx {a.n_ctx}")
+        die(f"prefix+query+gen tokens ({a.prefix_tokens + a.query_tokens + a.gen_tokens}) exceed --n-ctx {a.n_ctx}")
     with tempfile.TemporaryDirectory() as tmp:
         model = a.model
         if model is None:
@@ -139,8 +134,11 @@ def main(argv: Sequence[str] | None = None) -> int:
                                    n_heads=max(1, a.tiny_dim // 64), n_kv_heads=max(1, a.tiny_dim // 64),
                                    ctx=a.n_ctx)
         elif not model.is_file():
-            fatal(f"model not found: {model}")
-        lm = FrozenLM(model, n_ctx=a.n_ctx, n_threads=a.threads, n_gpu_layers=a.n_gpu_layers)
+            die(f"model not found: {model}")
+        try:
+            lm = FrozenLM(model, n_ctx=a.n_ctx, n_threads=a.threads, n_gpu_layers=a.n_gpu_layers)
+        except ModelLoadError as e:
+            die(str(e))
         env = {**_env(), "model": model.name if a.model is None else str(model), "threads": a.threads,
                "n_gpu_layers": a.n_gpu_layers}
         if a.model is None:
@@ -157,4 +155,4 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    raise SystemExit(main())
+    raise SystemExit(run_cli(main))

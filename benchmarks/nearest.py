@@ -24,6 +24,7 @@ from benchmarks.common import (RESULTS, check_outputs, environment, fatal, gpu_p
                                measure_memcpy_gbs, time_cpu, time_cpu_interleaved, time_gpu,
                                write_jsonl)
 from kernels.cpu import NumpyNearest
+from runtime.cli import run_cli
 
 FULL_M = [1, 4, 14, 64, 1024, 16384, 131072]
 CPU_M = [1, 4, 14, 64, 1024]
@@ -284,4 +285,4 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    raise SystemExit(main())
+    raise SystemExit(run_cli(main))

@@ -133,5 +133,9 @@ def _read_json(path: Path) -> Any:
 
 def _atomic(path: Path, write: Any) -> None:
     tmp = path.with_name(path.name + ".tmp")
-    write(tmp)
-    os.replace(tmp, path)
+    try:
+        write(tmp)
+        os.replace(tmp, path)
+    except BaseException:  # a second Ctrl-C mid-save: no stray temp file either
+        tmp.unlink(missing_ok=True)
+        raise

@@ -9,18 +9,25 @@ Reads the vocabulary and ``token_embd.weight`` from the GGUF, builds the layer-1
 collapse, ``--entropy-tau``), semantic (layer 1, clip text), consistency (layer 2, ``--teacher``) and
 least-squares GAN + feature-matching losses. ``--out`` receives the checkpoint (config.json,
 model.safetensors, vocab.json), ``train_state.pt`` (for ``--resume``), ``metrics.csv`` (one row per
-``--log-every`` steps) and ``eval.csv`` (fixed batch).
+``--log-every`` steps) and ``eval.csv`` (fixed batch). Ctrl-C finishes the current step, saves a checkpoint
+(``--resume`` continues from it) and exits 130; a second Ctrl-C stops at once.
 """
 from __future__ import annotations
 
 import argparse
 import dataclasses
-import sys
 import warnings
 from pathlib import Path
 from typing import Any, Sequence
 
-import torch
+from runtime.cli import die, run_cli
+
+if __name__ == "__main__":  # torch takes seconds to load: a Ctrl-C meanwhile exits 130 with one line too
+    from runtime.cli import quiet_interrupt_while_importing
+
+    quiet_interrupt_while_importing()
+
+import torch  # noqa: E402
 
 from codec.checkpoint import CONFIG_FILE, VOCAB_FILE, WEIGHTS_FILE, save_checkpoint
 from codec.config import PRESETS, CodecConfig, preset
@@ -35,11 +42,6 @@ from codec.training.trainer import OptimConfig, Trainer
 from codec.vocab import VocabError, build_word_table, load_vocab, make_vocab_info
 
 OUTPUT_FILES = (CONFIG_FILE, WEIGHTS_FILE, VOCAB_FILE, TRAIN_STATE_FILE, METRICS_FILE, EVAL_FILE)
-
-
-def fatal(msg: str) -> int:
-    print(f"error: {msg}", file=sys.stderr)
-    raise SystemExit(1)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -118,11 +120,11 @@ def parse_overrides(items: Sequence[str]) -> dict[str, Any]:
 def prepare_out(out: Path, resume: bool, force: bool) -> None:
     if resume:
         if not (out / TRAIN_STATE_FILE).is_file():
-            fatal(f"--resume: no {TRAIN_STATE_FILE} in {out}")
+            die(f"--resume: no {TRAIN_STATE_FILE} in {out}")
         return
     if out.exists() and any(out.iterdir()):
         if not force:
-            fatal(f"{out} is not empty; pass --resume to continue training or --force to start over")
+            die(f"{out} is not empty; pass --resume to continue training or --force to start over")
         for name in OUTPUT_FILES:
             (out / name).unlink(missing_ok=True)
     out.mkdir(parents=True, exist_ok=True)
@@ -152,16 +154,16 @@ def fixed_batch(sources: Sequence[Path], segment: int, batch: int, seed: int) ->
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     if args.steps <= 0 or args.batch_size <= 0:
-        fatal("--steps and --batch-size must be positive")
+        die("--steps and --batch-size must be positive")
     if args.entropy_tau <= 0:
-        fatal("--entropy-tau must be positive")
+        die("--entropy-tau must be positive")
     threads = torch.get_num_threads()
     if args.threads:
         torch.set_num_threads(args.threads)
     try:
         info, device = init_distributed(args.device)
     except RuntimeError as e:
-        fatal(str(e))
+        die(str(e))
     try:
         return _train(args, info, device)
     finally:
@@ -175,23 +177,23 @@ def _train(args: argparse.Namespace, info, device: torch.device) -> int:
     try:
         vocab = load_vocab(args.llm)
     except (FileNotFoundError, VocabError) as e:
-        fatal(str(e))
+        die(str(e))
     if vocab.embeddings is None:
-        fatal(f"{args.llm} is a vocab-only GGUF (no token_embd.weight); the codec needs the LLM's token "
+        die(f"{args.llm} is a vocab-only GGUF (no token_embd.weight); the codec needs the LLM's token "
               "embeddings: pass a full model GGUF (e.g. one built with `python -m export.tiny_llm`)")
     try:
         word_ids = build_word_table(vocab, args.word_table_size,
                                     None if args.word_list == "none" else args.word_list)
         cfg = build_config(args, vocab.dim, vocab.size)
     except (VocabError, ValueError, KeyError) as e:
-        fatal(str(e))
+        die(str(e))
     torch.manual_seed(args.seed + info.rank)
     segment = segment_samples(cfg, args.segment_seconds)
     try:
         dataset = AudioDataset(args.data, segment, cfg.sample_rate, seed=args.seed)
         eval_wav = fixed_batch(args.eval_data or args.data, segment, args.batch_size, args.seed).to(device)
     except (FileNotFoundError, ValueError) as e:
-        fatal(str(e))
+        die(str(e))
     sampler = ShardedEpochSampler([c.source for c in dataset.clips], args.seed, info.rank, info.world_size,
                                   balanced=args.balanced, min_per_rank=args.batch_size)
     loader = make_loader(dataset, args.batch_size, sampler, args.num_workers)
@@ -210,4 +212,4 @@ def _train(args: argparse.Namespace, info, device: torch.device) -> int:
 
 
 if __name__ == "__main__":
-    raise SystemExit(main())
+    raise SystemExit(run_cli(main))

@@ -16,6 +16,8 @@ from typing import Any, Callable
 
 import numpy as np
 
+from runtime.cli import fatal, reraise_interrupt, run_cli
+
 DEFAULT_CHUNK_FRAMES = (4, 8)
 
 
@@ -64,22 +66,14 @@ def prepare_out_dir(out_dir: Path, force: bool) -> Path:
     return staging
 
 
-def export_bundle(checkpoint: Path, out_dir: Path, chunk_frames: list[int] | tuple[int, ...] = DEFAULT_CHUNK_FRAMES,
-                  force: bool = False, log: Callable[[str], None] = print) -> dict[str, Any]:
-    """Export, verify, and move the bundle into place; returns the manifest. Raises ``ExportError``."""
-    from codec.checkpoint import load_checkpoint
+def _write_bundle(model: Any, cfg: Any, vocab_info: dict[str, Any], sizes: list[int], staging: Path,
+                  log: Callable[[str], None]) -> tuple[dict[str, Any], Any]:
+    """Write every bundle file into ``staging`` and verify it; returns ``(manifest, verification report)``."""
     from export import graphs as G
     from export.golden import write_golden
     from export.manifest import build_manifest, finalize, metadata
     from export.verify import verify_bundle
 
-    check_out_dir(out_dir, force)
-    model, vocab_info = load_checkpoint(checkpoint)
-    model.fold_weight_norm()
-    model.eval()
-    cfg = model.cfg
-    sizes = check_chunk_frames(chunk_frames, cfg.group_frames)
-    staging = prepare_out_dir(out_dir, force)
     graphs: dict[str, dict] = {}
     for part, module in (("encoder", model.encoder), ("decoder", model.decoder)):
         for k in sizes:
@@ -100,6 +94,26 @@ def export_bundle(checkpoint: Path, out_dir: Path, chunk_frames: list[int] | tup
     report = verify_bundle(staging, log)
     manifest["verification"] = report.summary()
     finalize(staging, manifest)
+    return manifest, report
+
+
+def export_bundle(checkpoint: Path, out_dir: Path, chunk_frames: list[int] | tuple[int, ...] = DEFAULT_CHUNK_FRAMES,
+                  force: bool = False, log: Callable[[str], None] = print) -> dict[str, Any]:
+    """Export, verify, and move the bundle into place; returns the manifest. Raises ``ExportError``."""
+    from codec.checkpoint import load_checkpoint
+
+    check_out_dir(out_dir, force)
+    model, vocab_info = load_checkpoint(checkpoint)
+    model.fold_weight_norm()
+    model.eval()
+    cfg = model.cfg
+    sizes = check_chunk_frames(chunk_frames, cfg.group_frames)
+    staging = prepare_out_dir(out_dir, force)
+    try:
+        manifest, report = _write_bundle(model, cfg, vocab_info, sizes, staging, log)
+    except KeyboardInterrupt:  # Ctrl-C: nothing half-written stays behind (a failed verify keeps it to inspect)
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
     if not report.ok:
         raise ExportError(f"onnxruntime does not match torch on the golden pairs (bundle left in {staging}): "
                           + "; ".join(report.summary()["failed"][:3] or [str(report.codes)]))
@@ -107,11 +121,6 @@ def export_bundle(checkpoint: Path, out_dir: Path, chunk_frames: list[int] | tup
         shutil.rmtree(out_dir)
     staging.rename(out_dir)
     return manifest
-
-
-def fatal(msg: str) -> int:
-    print(f"error: {msg}", file=sys.stderr)
-    return 1
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -126,6 +135,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         from codec.checkpoint import CheckpointError
     except ImportError as e:
+        reraise_interrupt(e)
         return fatal(f"export needs the training install (torch, onnx, safetensors): {e}")
     try:
         manifest = export_bundle(args.checkpoint, args.out, args.chunk_frames, args.force)
@@ -137,4 +147,4 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(run_cli(main))

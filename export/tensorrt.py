@@ -23,6 +23,7 @@ import numpy as np
 
 from export.compare import Match, compare
 from runtime.bundle import MANIFEST, Bundle, BundleError, GraphSpec, sha256_file
+from runtime.cli import atomic_path, fatal, reraise_interrupt, run_cli
 
 TRT_FP32_MIN_SNR_DB = 50.0
 WORKSPACE_BYTES = 1 << 30
@@ -42,6 +43,7 @@ def import_tensorrt() -> Any:
     try:
         import tensorrt as trt
     except ImportError as e:
+        reraise_interrupt(e)
         raise TensorRTUnavailable(INSTALL_HINT.format(err=e)) from None
     if int(trt.__version__.split(".")[0]) < 10:
         raise TensorRTUnavailable(f"TensorRT {trt.__version__} found; this exporter needs TensorRT >= 10")
@@ -197,19 +199,16 @@ def export_engines(bundle_dir: Path, fp16: bool, log: Any = print) -> bool:
         for half in ([False, True] if fp16 else [False]):
             blob = build_engine(trt, bundle.graph_path(graph.name), graph, half)
             rel = engine_file(graph, half)
-            (bundle_dir / rel).write_bytes(blob)
+            with atomic_path(bundle_dir / rel) as tmp:
+                tmp.write_bytes(blob)
             matches = check_golden(EngineRunner(trt, blob), golden, graph, TRT_FP32_MIN_SNR_DB)
             for m in matches:
                 log(f"{graph.name} {'fp16' if half else 'fp32'} {m}")
             ok &= half or all(m.ok for m in matches)
             record_engine(manifest, graph, half, rel, sha256_file(bundle_dir / rel), matches, trt.__version__, device)
-    (bundle_dir / MANIFEST).write_text(json.dumps(manifest, indent=2) + "\n")
+    with atomic_path(bundle_dir / MANIFEST) as tmp:  # a Ctrl-C must not leave the bundle's manifest half-written
+        tmp.write_text(json.dumps(manifest, indent=2) + "\n")
     return ok
-
-
-def fatal(msg: str) -> int:
-    print(f"error: {msg}", file=sys.stderr)
-    return 1
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -228,4 +227,4 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(run_cli(main))

@@ -20,6 +20,8 @@ from typing import Sequence
 
 import numpy as np
 
+from runtime.cli import atomic_path, die, run_cli
+
 REPO_ROOT = Path(__file__).resolve().parents[1]
 DEFAULT_VOCAB_GGUF = REPO_ROOT.parent / "shared" / "data" / "vocab" / "ggml-vocab-llama-spm.gguf"
 ROPE_FREQ_BASE = 10000.0
@@ -65,7 +67,10 @@ def read_vocab_fields(vocab_gguf: str | Path) -> list[tuple[str, object, list]]:
     path = Path(vocab_gguf)
     if not path.is_file():
         raise FileNotFoundError(f"vocabulary GGUF not found: {path}")
-    reader = gguf.GGUFReader(path)
+    try:
+        reader = gguf.GGUFReader(path)
+    except (ValueError, OSError) as e:  # gguf raises a bare "GGUF magic invalid" for any other file
+        raise ValueError(f"{path} is not a readable GGUF file ({e})") from None
     out = []
     for key, field in reader.fields.items():
         if key.startswith("tokenizer.ggml."):
@@ -184,7 +189,8 @@ def build_tiny_llm(out_path: str | Path, vocab_gguf: str | Path = DEFAULT_VOCAB_
         favor_token(weights, favor)
     out = Path(out_path)
     out.parent.mkdir(parents=True, exist_ok=True)
-    write_gguf(out, cfg, weights, fields, dtype)
+    with atomic_path(out) as tmp:  # an error or Ctrl-C never leaves a truncated GGUF under the real name
+        write_gguf(tmp, cfg, weights, fields, dtype)
     return out
 
 
@@ -270,11 +276,6 @@ def reference_logits(path_or_weights, ids: Sequence[int],
 
 # ---------------------------------------------------------------- CLI
 
-def fatal(msg: str) -> int:
-    print(f"error: {msg}", file=sys.stderr)
-    raise SystemExit(1)
-
-
 def main(argv: Sequence[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="python -m export.tiny_llm", description=__doc__.split("\n")[0],
                                  formatter_class=argparse.ArgumentDefaultsHelpFormatter)
@@ -291,15 +292,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     ap.add_argument("--force", action="store_true", help="overwrite --out")
     a = ap.parse_args(argv)
     if a.out.exists() and not a.force:
-        fatal(f"{a.out} exists (use --force to overwrite)")
+        die(f"{a.out} exists (use --force to overwrite)")
     try:
         path = build_tiny_llm(a.out, a.vocab, a.dim, a.layers, a.heads, a.kv_heads or a.heads,
                               a.ffn_dim, a.ctx, a.seed, a.dtype)
     except (FileNotFoundError, ValueError) as e:
-        fatal(str(e))
+        die(str(e))
     print(f"wrote {path} ({path.stat().st_size / 1e6:.1f} MB)")
     return 0
 
 
 if __name__ == "__main__":
-    raise SystemExit(main())
+    raise SystemExit(run_cli(main))

@@ -9,6 +9,8 @@ from pathlib import Path
 
 import numpy as np
 
+from runtime.cli import atomic_path
+
 
 class AudioError(ValueError):
     """An audio file is missing, empty, corrupt, or cannot be written."""
@@ -22,7 +24,7 @@ def read_audio(path: str | Path, rate: int = 16000) -> np.ndarray:
     if not path.exists():
         raise AudioError(f"audio file {path} does not exist")
     if not path.is_file():
-        raise AudioError(f"audio path {path} is not a file")
+        raise AudioError(f"audio path {path} is a directory or special file, not an audio file")
     if path.stat().st_size == 0:
         raise AudioError(f"audio file {path} is empty (0 bytes)")
     try:
@@ -70,8 +72,11 @@ def write_audio(path: str | Path, pcm: np.ndarray, rate: int, out_rate: int | No
     fmt = sf.available_formats()
     if path.suffix[1:].upper() not in fmt:
         raise AudioError(f"cannot write {path}: unknown audio format {path.suffix!r} (use .wav, .flac or .ogg)")
+    if path.is_dir():
+        raise AudioError(f"cannot write {path}: it is a directory")
     subtype = "PCM_16" if path.suffix.lower() in (".wav", ".flac") else None
     try:
-        sf.write(str(path), pcm, out_rate, subtype=subtype)
-    except (sf.LibsndfileError, RuntimeError, TypeError, ValueError) as e:
+        with atomic_path(path) as tmp:  # never a half-written file under the real name (Ctrl-C)
+            sf.write(str(tmp), pcm, out_rate, subtype=subtype)
+    except (sf.LibsndfileError, RuntimeError, TypeError, ValueError, OSError) as e:
         raise AudioError(f"cannot write {path}: {e}") from None

@@ -240,6 +240,7 @@ class CodecSession:
 if __name__ == "__main__":
     import sys
 
+    from runtime.cli import run_cli
     from runtime.codec_cli import main
 
-    sys.exit(main())
+    sys.exit(run_cli(main))

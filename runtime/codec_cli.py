@@ -5,7 +5,8 @@
     python -m runtime.codec roundtrip IN.flac OUT.wav --codec BUNDLE
 
 Input audio may be any soundfile format, rate and channel count (mixed to mono, resampled to the
-codec rate). Errors are one line on stderr and exit status 1.
+codec rate). Errors are one line on stderr and exit status 1; Ctrl-C exits 130 (runtime/cli.py) and
+never leaves a half-written output file.
 """
 from __future__ import annotations
 
@@ -16,12 +17,8 @@ from pathlib import Path
 
 from runtime.audio import AudioError
 from runtime.bundle import BundleError
+from runtime.cli import check_output_file, fatal, reraise_interrupt, run_cli
 from runtime.tokens_file import TokensFileError, read_tokens, write_tokens
-
-
-def fatal(msg: str) -> int:
-    print(f"error: {msg}", file=sys.stderr)
-    return 1
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -49,8 +46,9 @@ def build_parser() -> argparse.ArgumentParser:
 def run(args: argparse.Namespace) -> int:
     from runtime.codec import CodecSession, ProviderFallbackWarning
 
-    if args.output.exists() and not args.force:
-        return fatal(f"{args.output} exists (pass --force to overwrite)")
+    err = check_output_file(args.output, args.force)  # before any work, not after encoding
+    if err:
+        return fatal(err)
     if getattr(args, "rate", None) is not None and args.rate <= 0:
         return fatal(f"--rate must be positive, got {args.rate}")
     tokens = read_tokens(args.input) if args.command == "decode" else None  # fail on a bad file before loading
@@ -80,10 +78,11 @@ def main(argv: list[str] | None = None) -> int:
     except RuntimeError as e:  # onnxruntime failures (a graph that does not load or run)
         return fatal(f"onnxruntime: {e}")
     except ImportError as e:
+        reraise_interrupt(e)
         return fatal(f"{e} (install the runtime with `pip install '.[cpu]'`)")
     except OSError as e:
         return fatal(f"{e.filename or ''}: {e.strerror or e}")
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(run_cli(main))

@@ -55,8 +55,10 @@ def _common_prefix(a: list[int], b: list[int]) -> int:
 
 
 def _check_gguf(path: Path) -> None:
-    if not path.is_file():
+    if not path.exists():
         raise ModelLoadError(f"LLM model file not found: {path}")
+    if not path.is_file():
+        raise ModelLoadError(f"LLM model path {path} is a directory or special file, not a GGUF file")
     with open(path, "rb") as f:
         magic = f.read(4)
     if magic != b"GGUF":

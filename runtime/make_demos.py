@@ -30,17 +30,13 @@ from pathlib import Path
 from typing import Callable, Sequence
 
 from runtime.audio import AudioError, read_audio, write_audio
+from runtime.cli import fatal, run_cli
 from runtime.tasks.common import crop_start, fix_length
 from runtime.tasks.demos import MANIFEST, DemoError, write_demo_set
 
 RATE = 16000
 SETS = ("classify-esc50", "classify-ravdess", "tts-fsdd", "denoise-voicebank", "text2sound-esc50")
 GROUP = 1920  # samples per codec group (4 frames x hop 480): denoise chunks are whole groups
-
-
-def fatal(msg: str) -> int:
-    print(f"error: {msg}", file=sys.stderr)
-    return 1
 
 
 def _csv(path: Path) -> list[dict]:
@@ -101,8 +97,23 @@ def _prepare(out: Path, name: str, force: bool) -> Path:
             raise DemoError(f"{folder} exists (pass --force to rebuild it)")
         if not (folder / MANIFEST).is_file():
             raise DemoError(f"{folder} is not a demonstration set (no {MANIFEST}); refusing to replace it")
-        shutil.rmtree(folder)
     return folder
+
+
+def _build_in_place(folder: Path, build: Callable[[Path], int]) -> int:
+    """Build a set in ``folder.partial`` and rename it into place when complete: an error or Ctrl-C
+    never leaves a half-built set (which a rerun would refuse to replace) under the real name."""
+    staging = folder.with_name(folder.name + ".partial")
+    shutil.rmtree(staging, ignore_errors=True)
+    try:
+        n = build(staging)
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+    if folder.exists():  # --force, checked by _prepare
+        shutil.rmtree(folder)
+    staging.rename(folder)
+    return n
 
 
 def build_classify(folder: Path, groups: "OrderedDict[str, list[Path]]", per_label: int, seconds: float,
@@ -224,7 +235,7 @@ def run(a: argparse.Namespace) -> None:
     }
     folders = {name: _prepare(a.out, name, a.force) for name in a.sets}  # refuse before writing anything
     for name, folder in folders.items():
-        print(f"{folder}: {builders[name](folder)} demonstrations")
+        print(f"{folder}: {_build_in_place(folder, builders[name])} demonstrations")
     if a.labelled_out is not None:
         counts = write_labelled(a.labelled_out, a.data, pairs[a.denoise_pairs:], a.copy)
         print(f"{a.labelled_out}: " + ", ".join(f"{k} {v} files" for k, v in counts.items()))
@@ -242,4 +253,4 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(run_cli(main))

@@ -7,7 +7,7 @@
 
 classify prints the predicted label, then ``logprob <label> <value>`` per label (best first);
 generation tasks write a wav (never over an existing file without --force). Errors are one line
-on stderr and exit status 1.
+on stderr and exit status 1; Ctrl-C exits 130 without writing --output (runtime/cli.py).
 """
 from __future__ import annotations
 
@@ -27,13 +27,9 @@ from typing import Sequence
 os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
 os.environ.setdefault("OMP_WAIT_POLICY", "passive")
 
+from runtime.cli import check_output_file, fatal, reraise_interrupt, run_cli  # noqa: E402
 from runtime.tasks import TASKS  # noqa: E402
 from runtime.tasks.common import DEFAULT_CLIP_SECONDS  # noqa: E402
-
-
-def fatal(msg: str) -> int:
-    print(f"error: {msg}", file=sys.stderr)
-    return 1
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -74,12 +70,12 @@ def check_args(a: argparse.Namespace) -> str | None:
     if a.task != "classify":
         if a.output is None:
             return f"--task {a.task} writes audio: pass --output FILE.wav"
-        if a.output.exists() and not a.force:
-            return f"{a.output} exists (pass --force to overwrite)"
-        if not a.output.parent.is_dir():
-            return f"cannot write {a.output}: directory {a.output.parent} does not exist"
+        err = check_output_file(a.output, a.force)
+        if err:
+            return err
     if a.task in ("classify", "denoise") and not Path(a.input).is_file():
-        return f"input audio file {a.input} does not exist"
+        what = "is not a file" if Path(a.input).exists() else "does not exist"
+        return f"input audio file {a.input} {what}"
     if a.n_ctx < 16:
         return f"--n-ctx must be >= 16, got {a.n_ctx}"
     return None
@@ -137,6 +133,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except known as e:
         return fatal(str(e))
     except ImportError as e:
+        reraise_interrupt(e)
         return fatal(f"{e} (install the runtime with `pip install '.[cpu]'`)")
     if a.json:
         print(json.dumps({"task": a.task, **result, "seconds_total": round(time.perf_counter() - t0, 3)}))
@@ -144,4 +141,4 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(run_cli(main))

@@ -23,6 +23,8 @@ from typing import Any
 
 import numpy as np
 
+from runtime.cli import atomic_path
+
 MAGIC = b"LLMCTOK\x00"
 TOKENS_VERSION = 1
 _PREFIX = struct.Struct("<8sHI")
@@ -78,14 +80,17 @@ def write_tokens(path: str | Path, tokens: TokensFile) -> None:
     _check_lengths(tokens.codes, tokens.vq_strides)
     header = json.dumps(tokens.header(), sort_keys=True).encode()
     body = b"".join(np.asarray(c, dtype="<i4").tobytes() for c in tokens.codes)
-    Path(path).write_bytes(_PREFIX.pack(MAGIC, TOKENS_VERSION, len(header)) + header + body)
+    with atomic_path(path) as tmp:  # never a half-written file under the real name (Ctrl-C)
+        tmp.write_bytes(_PREFIX.pack(MAGIC, TOKENS_VERSION, len(header)) + header + body)
 
 
 def read_tokens(path: str | Path) -> TokensFile:
     """Read and validate a ``.tokens`` file; errors name the file and what is wrong."""
     path = Path(path)
-    if not path.is_file():
+    if not path.exists():
         raise TokensFileError(f"tokens file {path} does not exist")
+    if not path.is_file():
+        raise TokensFileError(f"tokens path {path} is a directory or special file, not a .tokens file")
     data = path.read_bytes()
     if len(data) < _PREFIX.size or data[:8] != MAGIC:
         raise TokensFileError(f"{path} is not a .tokens file (bad magic)")

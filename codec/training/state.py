@@ -61,8 +61,12 @@ def read_metrics(path: str | Path) -> list[dict[str, float]]:
 def save_train_state(directory: Path, state: dict[str, Any]) -> None:
     """Write ``train_state.pt`` atomically (temp file + rename)."""
     tmp = directory / (TRAIN_STATE_FILE + ".tmp")
-    torch.save(state, tmp)
-    os.replace(tmp, directory / TRAIN_STATE_FILE)
+    try:
+        torch.save(state, tmp)
+        os.replace(tmp, directory / TRAIN_STATE_FILE)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
 
 
 def load_train_state(directory: Path) -> dict[str, Any]:

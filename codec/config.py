@@ -15,7 +15,9 @@ class CodecConfig:
     Rates multiply to the hop (480 samples = 30 ms at 16 kHz). ``vq_strides`` are the average-pool
     factors of the three residual VQ layers (4, 2, 1 -> 8.33 + 16.67 + 33.33 = 58.33 tokens/s).
     ``llm_dim``, ``vocab_size`` and ``word_table_size`` describe the frozen LLM codebooks and are
-    filled from the GGUF when training starts.
+    filled from the GGUF when training starts: ``word_table_size`` entries in layer 1 (whole words),
+    ``vocab_size`` entries in layers 2+ (the residual token table, ``codec.vocab.build_residual_table``:
+    the whole vocabulary up to 32,000 ids, a 32,000-id subset of larger ones).
     """
 
     sample_rate: int = 16000
@@ -64,7 +66,7 @@ class CodecConfig:
 
     @property
     def codebook_sizes(self) -> tuple[int, ...]:
-        """Entries per VQ layer: the word table for layer 1, the full vocabulary after."""
+        """Entries per VQ layer: the word table for layer 1, the residual token table after."""
         return (self.word_table_size,) + (self.vocab_size,) * (len(self.vq_strides) - 1)
 
     def replace(self, **changes: Any) -> "CodecConfig":

@@ -39,7 +39,7 @@ from codec.training.objective import GeneratorObjective, LossWeights, TextTarget
 from codec.training.loop import EVAL_FILE, run_loop
 from codec.training.state import METRICS_FILE, TRAIN_STATE_FILE, cleanup_distributed, init_distributed
 from codec.training.trainer import OptimConfig, Trainer
-from codec.vocab import VocabError, build_word_table, load_vocab, make_vocab_info
+from codec.vocab import VocabError, build_residual_table, build_word_table, load_vocab, make_vocab_info
 
 OUTPUT_FILES = (CONFIG_FILE, WEIGHTS_FILE, VOCAB_FILE, TRAIN_STATE_FILE, METRICS_FILE, EVAL_FILE)
 
@@ -82,6 +82,9 @@ def build_parser() -> argparse.ArgumentParser:
     ap.add_argument("--num-workers", type=int, default=0)
     ap.add_argument("--balanced", action="store_true", help="draw each --data source equally often")
     ap.add_argument("--word-table-size", type=int, default=3000)
+    ap.add_argument("--residual-table-size", type=int, default=32000,
+                    help="layer-2+ codebook entries: the whole vocabulary if it is no larger, else this many "
+                         "normal pieces by SentencePiece score (codec.vocab.build_residual_table)")
     ap.add_argument("--word-list", default="default",
                     help="English word list for the layer-1 whole-word check ('default': /usr/share/dict/words; "
                          "'none': no check)")
@@ -184,7 +187,8 @@ def _train(args: argparse.Namespace, info, device: torch.device) -> int:
     try:
         word_ids = build_word_table(vocab, args.word_table_size,
                                     None if args.word_list == "none" else args.word_list)
-        cfg = build_config(args, vocab.dim, vocab.size)
+        residual_ids = build_residual_table(vocab, args.residual_table_size)
+        cfg = build_config(args, vocab.dim, len(residual_ids))
     except (VocabError, ValueError, KeyError) as e:
         die(str(e))
     torch.manual_seed(args.seed + info.rank)
@@ -197,7 +201,7 @@ def _train(args: argparse.Namespace, info, device: torch.device) -> int:
     sampler = ShardedEpochSampler([c.source for c in dataset.clips], args.seed, info.rank, info.world_size,
                                   balanced=args.balanced, min_per_rank=args.batch_size)
     loader = make_loader(dataset, args.batch_size, sampler, args.num_workers)
-    codec = LLMCodec(cfg, vocab.embeddings[word_ids], vocab.embeddings)
+    codec = LLMCodec(cfg, vocab.embeddings[word_ids], vocab.embeddings[residual_ids])
     weights = LossWeights().update(args.loss_weight)
     codec.quantizer.entropy_tau = args.entropy_tau if weights.entropy > 0 else None
     teacher = get_teacher(args.teacher, cfg.sample_rate) if weights.consistency > 0 else None
@@ -207,7 +211,7 @@ def _train(args: argparse.Namespace, info, device: torch.device) -> int:
     opt = OptimConfig(lr=args.lr, warmup=args.warmup, schedule=args.schedule, final_lr_ratio=args.final_lr_ratio,
                       grad_clip=args.grad_clip, adv_start=args.adv_start)
     trainer = Trainer(codec, objective, disc, opt, args.steps, info, device)
-    vocab_info = make_vocab_info(vocab, word_ids)
+    vocab_info = make_vocab_info(vocab, word_ids, residual_ids)
     return run_loop(args, trainer, dataset, sampler, loader, eval_wav, vocab_info, info, device)
 
 

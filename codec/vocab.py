@@ -2,9 +2,14 @@
 
 Torch-free (numpy + gguf), so export and tools can use it without a training install.
 
-The layer-1 codebook is a *word table*: ``W`` token ids whose pieces are whole lower-case English
-words (``"▁the"``, ``"▁dog"``). Each entry is exactly one token, so layer-1 code ``i`` and LLM token
-``word_ids[i]`` are a bijection (docs/design.md, "Token maps").
+Every RVQ layer's codebook is an explicit list of LLM token ids (code ``i`` <-> token ``ids[i]``, a
+bijection; docs/design.md, "Token maps"):
+
+- layer 1, the *word table*: ``W`` token ids whose pieces are whole lower-case English words
+  (``"▁the"``, ``"▁dog"``), each exactly one token;
+- layers 2+, the *residual table* (:func:`build_residual_table`): the whole vocabulary when it has at
+  most 32,000 ids (LLaMA-2: code = id), otherwise a deterministic 32,000-id subset of its normal pieces,
+  so the "32k-word codebook" holds for every LLM (Gemma 3: 262,144 ids).
 """
 from __future__ import annotations
 
@@ -291,18 +296,47 @@ def build_word_table(vocab: LlmVocab, size: int = 3000,
                      f"{' in the word list' if dictionary is not None else ''}; asked for a word table of {size}")
 
 
+RESIDUAL_TABLE_SIZE = 32000
+
+
+def build_residual_table(vocab: LlmVocab, size: int = RESIDUAL_TABLE_SIZE) -> np.ndarray:
+    """The layer-2+ token table: ``(N,)`` int64 distinct token ids, ascending, deterministic.
+
+    Rule: a vocabulary of at most ``size`` ids is taken whole (``arange(V)``, code = id, as the paper
+    does with LLaMA-2's 32,000). A larger one keeps its ``size`` NORMAL pieces (no control, byte,
+    unused or user-defined ids) with the highest SentencePiece score (higher = merged earlier = more
+    frequent; ties to the lower id), returned in id order.
+    """
+    if size <= 0:
+        raise ValueError(f"residual table size must be positive, got {size}")
+    if vocab.size <= size:
+        return np.arange(vocab.size, dtype=np.int64)
+    normal = np.flatnonzero(vocab.token_types == TOKEN_NORMAL).astype(np.int64)
+    normal = normal[[len(vocab.pieces[i]) > 0 for i in normal]]
+    if len(normal) < size:
+        raise VocabError(f"the vocabulary has {vocab.size} ids but only {len(normal)} normal pieces; "
+                         f"asked for a residual table of {size}")
+    order = np.lexsort((normal, -vocab.scores[normal].astype(np.float64)))
+    return np.sort(normal[order[:size]])
+
+
 def word_table_words(vocab: LlmVocab, ids: np.ndarray | list[int]) -> list[str]:
     """The words (pieces without the leading "▁") of word-table ids."""
     return [vocab.pieces[int(i)].removeprefix(SPACE) for i in ids]
 
 
-def make_vocab_info(vocab: LlmVocab, word_ids: np.ndarray) -> dict:
-    """The ``vocab.json`` record of a checkpoint (docs/design.md, codec/checkpoint.py)."""
+def make_vocab_info(vocab: LlmVocab, word_ids: np.ndarray, residual_ids: np.ndarray | None = None) -> dict:
+    """The ``vocab.json`` record of a checkpoint (docs/design.md, codec/checkpoint.py).
+
+    ``residual_ids`` defaults to :func:`build_residual_table` of ``vocab``."""
+    if residual_ids is None:
+        residual_ids = build_residual_table(vocab)
     return {
         "gguf": vocab.path.name if vocab.path else None,
         "gguf_sha256": file_sha256(vocab.path) if vocab.path else None,
         "fingerprint": vocab.fingerprint,
         "word_token_ids": [int(i) for i in word_ids],
+        "residual_token_ids": [int(i) for i in residual_ids],
         "bos_id": int(vocab.bos_id),
         "eos_id": int(vocab.eos_id),
         "vocab_size": vocab.size,

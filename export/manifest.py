@@ -1,8 +1,8 @@
-"""The bundle manifest (``manifest.json``, format_version 1) and the ONNX metadata that mirrors it.
+"""The bundle manifest (``manifest.json``, format_version 2) and the ONNX metadata that mirrors it.
 
 Schema (every key is written by ``build_manifest``; ``runtime.bundle.Bundle`` reads it)::
 
-    format_version  1
+    format_version  2 (1: no layer{l}_token_ids in codebooks.npz; layers 2+ were code = id)
     created_by      "export.onnx"; git_sha: the exporting tree's commit (+"-dirty")
     codec           sample_rate, hop, frame_rate, vq_strides, group_frames, latent_dim,
                     codebook_sizes, tokens_per_second, preset, config (the full CodecConfig)
@@ -10,8 +10,9 @@ Schema (every key is written by ``build_manifest``; ``runtime.bundle.Bundle`` re
     chunk_frames    fixed-chunk step graph sizes, e.g. [4, 8]
     state           encoder / decoder: [{name: "state_in.<layer>.<name>", shape, dtype}], init "zeros"
     graphs          name -> {file, kind, chunk_frames, inputs: [{name, shape, dtype}], outputs: [...]}
-    codebooks       file, arrays, word_table_size, vocab_size
-    vocab           fingerprint, size, gguf, gguf_sha256, bos_id, eos_id, word_table_size
+    codebooks       file, arrays, word_table_size, vocab_size (the residual table's)
+    vocab           fingerprint, size (the LLM's), gguf, gguf_sha256, bos_id, eos_id, word_table_size,
+                    residual_table_size
     golden          name -> file; verification: the export's own ORT check results
     files           relative path -> "sha256:<hex>" for every file except manifest.json
 """
@@ -56,11 +57,12 @@ def latency_ms(cfg: Any) -> dict[str, float]:
     return {"conv": hop_ms, "group": hop_ms * cfg.group_frames, "algorithmic": hop_ms * (1 + cfg.group_frames)}
 
 
-def vocab_facts(vocab_info: dict[str, Any], vocab_size: int, word_table_size: int) -> dict[str, Any]:
-    """The ``vocab`` section from the checkpoint's vocab.json."""
+def vocab_facts(vocab_info: dict[str, Any], residual_size: int, word_table_size: int) -> dict[str, Any]:
+    """The ``vocab`` section from the checkpoint's vocab.json (``size`` is the LLM's vocabulary)."""
     if "fingerprint" not in vocab_info:
         raise ValueError("checkpoint vocab.json has no 'fingerprint'")
-    return {"fingerprint": vocab_info["fingerprint"], "size": vocab_size, "word_table_size": word_table_size,
+    return {"fingerprint": vocab_info["fingerprint"], "size": int(vocab_info.get("vocab_size") or residual_size),
+            "word_table_size": word_table_size, "residual_table_size": residual_size,
             "gguf": vocab_info.get("gguf"), "gguf_sha256": vocab_info.get("gguf_sha256"),
             "bos_id": vocab_info.get("bos_id"), "eos_id": vocab_info.get("eos_id")}
 

@@ -35,12 +35,17 @@ def check_chunk_frames(chunk_frames: list[int] | tuple[int, ...], group_frames: 
 
 def codebook_arrays(model: Any, vocab_info: dict[str, Any]) -> dict[str, np.ndarray]:
     """``codebooks.npz`` contents: per layer ``layer{l}_rows_f32`` (N_l, latent) unnormalised projected rows,
-    ``layer{l}_normed_f32`` / ``_f16`` their L2-normalised rows, and ``word_token_ids`` (W,) int64."""
+    ``layer{l}_normed_f32`` / ``_f16`` their L2-normalised rows, ``layer{l}_token_ids`` (N_l,) int64 the LLM
+    token of each code, and ``word_token_ids`` (W,) int64 (= ``layer1_token_ids``, kept for older readers)."""
+    from codec.checkpoint import layer_token_ids
+
     arrays: dict[str, np.ndarray] = {}
     for l, (rows, normed) in enumerate(model.quantizer.projected_tables(), start=1):
         arrays[f"layer{l}_rows_f32"] = rows.numpy().astype(np.float32)
         arrays[f"layer{l}_normed_f32"] = normed.numpy().astype(np.float32)
         arrays[f"layer{l}_normed_f16"] = normed.numpy().astype(np.float16)
+    for l, ids in enumerate(layer_token_ids(vocab_info, model.cfg), start=1):
+        arrays[f"layer{l}_token_ids"] = np.asarray(ids, dtype=np.int64)
     arrays["word_token_ids"] = np.asarray(vocab_info["word_token_ids"], dtype=np.int64)
     return arrays
 
@@ -98,12 +103,14 @@ def _write_bundle(model: Any, cfg: Any, vocab_info: dict[str, Any], sizes: list[
 
 
 def export_bundle(checkpoint: Path, out_dir: Path, chunk_frames: list[int] | tuple[int, ...] = DEFAULT_CHUNK_FRAMES,
-                  force: bool = False, log: Callable[[str], None] = print) -> dict[str, Any]:
-    """Export, verify, and move the bundle into place; returns the manifest. Raises ``ExportError``."""
+                  force: bool = False, log: Callable[[str], None] = print, llm: Path | None = None) -> dict[str, Any]:
+    """Export, verify, and move the bundle into place; returns the manifest. Raises ``ExportError``.
+
+    ``llm``: the GGUF that rebuilds a weights-only checkpoint's codebooks."""
     from codec.checkpoint import load_checkpoint
 
     check_out_dir(out_dir, force)
-    model, vocab_info = load_checkpoint(checkpoint)
+    model, vocab_info = load_checkpoint(checkpoint, llm=llm)
     model.fold_weight_norm()
     model.eval()
     cfg = model.cfg
@@ -131,6 +138,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--chunk-frames", type=int, nargs="+", default=list(DEFAULT_CHUNK_FRAMES),
                    help="fixed-chunk step graph sizes in latent frames (the 4-frame group is always added)")
     p.add_argument("--force", action="store_true", help="replace an existing bundle")
+    p.add_argument("--llm", type=Path, default=None,
+                   help="LLM GGUF for a weights-only checkpoint's codebooks (e.g. models/default/llm.gguf)")
     args = p.parse_args(argv)
     try:
         from codec.checkpoint import CheckpointError
@@ -138,7 +147,7 @@ def main(argv: list[str] | None = None) -> int:
         reraise_interrupt(e)
         return fatal(f"export needs the training install (torch, onnx, safetensors): {e}")
     try:
-        manifest = export_bundle(args.checkpoint, args.out, args.chunk_frames, args.force)
+        manifest = export_bundle(args.checkpoint, args.out, args.chunk_frames, args.force, llm=args.llm)
     except (ExportError, CheckpointError, FileNotFoundError, FileExistsError) as e:
         return fatal(str(e))
     print(f"wrote {args.out}: {len(manifest['graphs'])} graphs, chunk sizes {manifest['chunk_frames']}, "

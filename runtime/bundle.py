@@ -14,7 +14,9 @@ from typing import Any
 
 import numpy as np
 
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2
+# Version 1 bundles (no per-layer token tables: layers 2+ were the whole vocabulary, code = id) still load.
+READABLE_VERSIONS = (1, 2)
 MANIFEST = "manifest.json"
 CODEBOOKS = "codebooks.npz"
 
@@ -140,8 +142,8 @@ def read_manifest(path: Path) -> dict[str, Any]:
     if not isinstance(manifest, dict):
         raise BundleError(f"{mpath} is corrupt: top level is not an object")
     version = manifest.get("format_version")
-    if version != FORMAT_VERSION:
-        raise BundleError(f"{mpath}: unknown format_version {version!r} (this runtime reads {FORMAT_VERSION}); "
+    if version not in READABLE_VERSIONS:
+        raise BundleError(f"{mpath}: unknown format_version {version!r} (this runtime reads {READABLE_VERSIONS}); "
                           "re-export the bundle or upgrade the runtime")
     return manifest
 

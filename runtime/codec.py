@@ -58,14 +58,15 @@ class CodecSession:
             n = len(self.bundle.strides)
             self.normed = [np.ascontiguousarray(cb[f"layer{l}_normed_f32"]) for l in range(1, n + 1)]
             self.rows = [np.ascontiguousarray(cb[f"layer{l}_rows_f32"]) for l in range(1, n + 1)]
-            self.word_token_ids = np.asarray(cb["word_token_ids"], dtype=np.int64)
+            self.token_tables = self._token_tables(cb, n)
         except KeyError as e:
             raise BundleError(f"{self.bundle.path / 'codebooks.npz'}: missing array {e}") from None
         self.tables = list(zip(self.rows, self.normed))
         self.vocab_size = int(self.bundle.manifest["vocab"]["size"])
-        self._word_code = np.full(self.vocab_size, -1, dtype=np.int64)
-        self._word_code[self.word_token_ids] = np.arange(len(self.word_token_ids))
-        self.word_table_sha256 = "sha256:" + hashlib.sha256(self.word_token_ids.astype("<i8").tobytes()).hexdigest()
+        self.word_token_ids = self.token_tables[0]
+        self._inverse = [_inverse_table(t, self.vocab_size, l) for l, t in enumerate(self.token_tables, start=1)]
+        self.word_table_sha256 = _table_sha256(self.word_token_ids)
+        self.token_tables_sha256 = [_table_sha256(t) for t in self.token_tables]
         # Codes are only interchangeable between bundles with identical tables and decoder graphs.
         ids = [self.bundle.manifest["files"][f] for f in sorted(self.bundle.manifest["files"])
                if f == "codebooks.npz" or f.startswith("decoder_")]
@@ -166,26 +167,43 @@ class CodecSession:
                 raise ValueError(f"layer {layer}: codes must lie in 0..{size - 1}")
 
     def code_to_token(self, layer: int, codes: np.ndarray) -> np.ndarray:
-        """LLM token ids of layer ``layer`` (1-based) codes: the word table for layer 1, identity after."""
+        """LLM token ids of layer ``layer`` (1-based) codes: ``token_tables[layer - 1][codes]``."""
         codes = np.asarray(codes, dtype=np.int64)
         size = self._layer_size(layer)
         if codes.size and (codes.min() < 0 or codes.max() >= size):
             raise ValueError(f"layer-{layer} codes must lie in 0..{size - 1}")
-        return self.word_token_ids[codes] if layer == 1 else codes.copy()
+        return self.token_tables[layer - 1][codes]
 
     def token_to_code(self, layer: int, ids: np.ndarray) -> np.ndarray:
-        """Codes of LLM token ``ids`` for layer ``layer``; ids outside the layer's token set raise."""
+        """Codes of LLM token ``ids`` for layer ``layer``; ids outside the layer's token table raise."""
         ids = np.asarray(ids, dtype=np.int64)
         self._layer_size(layer)
         if ids.size and (ids.min() < 0 or ids.max() >= self.vocab_size):
             raise ValueError(f"token ids must lie in 0..{self.vocab_size - 1}")
-        if layer > 1:
-            return ids.copy()
-        codes = self._word_code[ids]
+        codes = self._inverse[layer - 1][ids]
         if (codes < 0).any():
             bad = ids[codes < 0][:5].tolist()
-            raise ValueError(f"token ids {bad} are not in the layer-1 word table")
+            raise ValueError(f"token ids {bad} are not in the layer-{layer} token table")
         return codes
+
+    def layer_mask(self, layer: int, n_vocab: int | None = None) -> np.ndarray:
+        """``(n_vocab,)`` bool: the LLM ids that layer ``layer``'s codes map to (for masked decoding)."""
+        self._layer_size(layer)
+        mask = np.zeros(self.vocab_size if n_vocab is None else n_vocab, dtype=bool)
+        mask[self.token_tables[layer - 1]] = True
+        return mask
+
+    def _token_tables(self, cb: dict[str, np.ndarray], n_layers: int) -> list[np.ndarray]:
+        if "layer1_token_ids" not in cb:  # format_version 1: word table, then code = id
+            words = np.asarray(cb["word_token_ids"], dtype=np.int64)
+            sizes = self.bundle.codebook_sizes
+            return [words] + [np.arange(sizes[l], dtype=np.int64) for l in range(1, n_layers)]
+        tables = [np.asarray(cb[f"layer{l}_token_ids"], dtype=np.int64) for l in range(1, n_layers + 1)]
+        for l, (t, size) in enumerate(zip(tables, self.bundle.codebook_sizes), start=1):
+            if t.shape != (size,):
+                raise BundleError(f"{self.bundle.path / 'codebooks.npz'}: layer{l}_token_ids has shape "
+                                  f"{t.shape}, the manifest says {size} codes")
+        return tables
 
     def _layer_size(self, layer: int) -> int:
         if not 1 <= layer <= len(self.strides):
@@ -220,13 +238,14 @@ class CodecSession:
         return TokensFile(codes=[np.asarray(c, dtype=np.int64) for c in codes], fingerprint=self.fingerprint,
                           word_table_sha256=self.word_table_sha256, bundle_id=self.bundle_id,
                           sample_rate=self.sample_rate, hop=self.hop, vq_strides=self.strides,
-                          codebook_sizes=self.bundle.codebook_sizes, n_samples=int(n_samples))
+                          codebook_sizes=self.bundle.codebook_sizes, n_samples=int(n_samples),
+                          token_tables_sha256=list(self.token_tables_sha256))
 
     def decode_to_file(self, tokens: TokensFile, path: str | Path, rate: int | None = None,
                        allow_other_bundle: bool = False) -> np.ndarray:
         """Decode ``tokens`` (checked against this bundle), trim to the original length, write ``path``."""
         tokens.check_bundle(self.fingerprint, self.word_table_sha256, self.strides,
-                            None if allow_other_bundle else self.bundle_id)
+                            None if allow_other_bundle else self.bundle_id, self.token_tables_sha256)
         pcm = self.decode(tokens.codes)[:tokens.n_samples]
         write_audio(path, pcm, self.sample_rate, rate or self.sample_rate)
         return pcm
@@ -244,3 +263,19 @@ if __name__ == "__main__":
     from runtime.codec_cli import main
 
     sys.exit(run_cli(main))
+
+
+def _table_sha256(ids: np.ndarray) -> str:
+    """``sha256:<hex>`` of a token table as int64 little-endian (ties .tokens files to their tables)."""
+    return "sha256:" + hashlib.sha256(np.asarray(ids, dtype="<i8").tobytes()).hexdigest()
+
+
+def _inverse_table(ids: np.ndarray, vocab_size: int, layer: int) -> np.ndarray:
+    """``(vocab_size,)`` int64: code of each LLM id in a layer's table, -1 where it has none."""
+    if ids.size and (ids.min() < 0 or ids.max() >= vocab_size):
+        raise BundleError(f"layer-{layer} token table holds ids outside the LLM vocabulary 0..{vocab_size - 1}")
+    if np.unique(ids).size != ids.size:
+        raise BundleError(f"layer-{layer} token table repeats an id: codes and tokens must be a bijection")
+    inv = np.full(vocab_size, -1, dtype=np.int64)
+    inv[ids] = np.arange(ids.size)
+    return inv

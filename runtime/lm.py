@@ -66,6 +66,17 @@ def _check_gguf(path: Path) -> None:
                              f"convert the model with llama.cpp's convert scripts")
 
 
+def _gguf_architecture(path: Path) -> str | None:
+    """``general.architecture`` of a GGUF, or None if the header cannot be read (error path only: slow)."""
+    try:
+        import gguf
+
+        field = gguf.GGUFReader(path, "r").get_field("general.architecture")
+        return bytes(field.parts[field.data[0]]).decode("utf-8") if field is not None else None
+    except Exception:  # any damage: the caller reports the file as corrupt
+        return None
+
+
 class FrozenLM:
     """A llama.cpp model evaluated on raw ids with longest-prefix KV-cache reuse.
 
@@ -94,8 +105,14 @@ class FrozenLM:
                 n_gpu_layers=n_gpu_layers, seed=seed, logits_all=False, verbose=verbose,
                 type_k=kv_types[kv_type], type_v=kv_types[kv_type])
         except (ValueError, RuntimeError, OSError) as e:
-            raise ModelLoadError(f"llama.cpp could not load {self.model_path}: {e} "
-                                 f"(corrupt or truncated GGUF, or an unsupported architecture)") from e
+            arch = _gguf_architecture(self.model_path)
+            why = (f"llama.cpp {llama_cpp.__version__} cannot run architecture {arch!r} or the file is damaged"
+                   if arch else "corrupt or truncated GGUF")
+            raise ModelLoadError(f"llama.cpp could not load {self.model_path}: {why} ({e})") from e
+        tokenizer = self._llm.metadata.get("tokenizer.ggml.model")
+        if tokenizer not in (None, "llama"):
+            raise ModelLoadError(f"{self.model_path} has a {tokenizer!r} vocabulary; the codec's token tables need a "
+                                 "SentencePiece vocabulary (tokenizer.ggml.model 'llama': LLaMA, Gemma, Mistral ...)")
         self.n_vocab = int(self._llm.n_vocab())
         self.n_ctx = int(self._llm.n_ctx())
         self.bos_id = int(self._llm.token_bos())

@@ -46,11 +46,39 @@ def _csv(path: Path) -> list[dict]:
         return list(csv.DictReader(f))
 
 
-def esc50_by_label(data: Path) -> "OrderedDict[str, list[Path]]":
+# Per-clip ESC-50 licences that allow redistribution in this repository (the dataset as a whole is
+# CC BY-NC 3.0, but each clip keeps its Freesound licence: esc50/clip_licenses.tsv).
+REDISTRIBUTABLE = ("CC0", "CC-BY")
+
+
+def esc50_licenses(data: Path) -> dict[str, str]:
+    """ESC-50 file name -> its attribution line (ends with the licence in brackets, e.g. ``[CC0]``)."""
+    path = data / "esc50" / "clip_licenses.tsv"
+    if not path.is_file():
+        return {}
+    rows = (line.split("\t", 1) for line in path.read_text(encoding="utf-8").splitlines() if "\t" in line)
+    return {name: text.strip() for name, text in rows}
+
+
+def clip_license(attribution: str) -> str:
+    return attribution.rsplit("[", 1)[-1].rstrip("]") if attribution.endswith("]") else "unknown"
+
+
+def esc50_by_label(data: Path, redistributable: bool = False) -> "OrderedDict[str, list[Path]]":
+    """ESC-50 clips per category; ``redistributable`` keeps only CC0 / CC-BY clips."""
+    licenses = esc50_licenses(data) if redistributable else {}
     out: OrderedDict[str, list[Path]] = OrderedDict()
     for row in sorted(_csv(data / "esc50" / "meta.csv"), key=lambda r: (r["category"], r["filename"])):
+        if redistributable and clip_license(licenses.get(row["filename"], "")) not in REDISTRIBUTABLE:
+            continue
         out.setdefault(row["category"], []).append(data / "esc50" / "audio" / row["filename"])
     return out
+
+
+def write_attribution(folder: Path, header: str, clips: dict[str, str]) -> None:
+    """``ATTRIBUTION.md``: the set's source and licence, then one line per clip (clip -> origin)."""
+    lines = [f"# Attribution\n\n{header}\n"] + [f"- `{clip}`: {origin}" for clip, origin in sorted(clips.items())]
+    (folder / "ATTRIBUTION.md").write_text("\n".join(lines) + "\n", encoding="utf-8")
 
 
 def ravdess_by_label(data: Path) -> "OrderedDict[str, list[Path]]":
@@ -117,12 +145,15 @@ def _build_in_place(folder: Path, build: Callable[[Path], int]) -> int:
 
 
 def build_classify(folder: Path, groups: "OrderedDict[str, list[Path]]", per_label: int, seconds: float,
-                   crop: str, source: str) -> int:
+                   crop: str, source: str, origins: dict[str, str] | None = None) -> int:
     w = Writer(folder, seconds, crop)
+    credits = {}
     for label, paths in groups.items():
         for p in paths[:per_label]:
             w.rows.append({"input": w.clip(p, f"{label}_{p.stem}.wav"), "label": label})
+            credits[w.rows[-1]["input"]] = (origins or {}).get(p.name, f"{p.name} of {source}")
     write_demo_set(folder, w.rows, {"task": "classify", "clip_seconds": seconds, "crop": crop, "source": source})
+    write_attribution(folder, f"Clips cut from {source}.", credits)
     return len(w.rows)
 
 
@@ -132,8 +163,12 @@ def build_tts(folder: Path, data: Path, per_digit: int, seconds: float, crop: st
     for digit in ("0", "1", "2", "3"):
         for p in digits.get(digit, [])[:per_digit]:
             w.rows.append({"text": f"an audio of {digit}", "output": w.clip(p, p.name)})
-    write_demo_set(folder, w.rows, {"task": "tts", "clip_seconds": seconds, "crop": crop,
-                                    "source": "FSDD (CC BY-SA 4.0), speaker jackson, digits 0-3"})
+    source = "FSDD (CC BY-SA 4.0), speaker jackson, digits 0-3"
+    write_demo_set(folder, w.rows, {"task": "tts", "clip_seconds": seconds, "crop": crop, "source": source})
+    write_attribution(folder, "Free Spoken Digit Dataset (Jakobovski et al., github.com/Jakobovski/"
+                      "free-spoken-digit-dataset), CC BY-SA 4.0; resampled from 8 kHz to 16 kHz and cut. "
+                      "This folder is shared under the same licence.",
+                      {r["output"]: "FSDD recording of the same name" for r in w.rows})
     return len(w.rows)
 
 
@@ -148,17 +183,22 @@ def build_denoise(folder: Path, data: Path, names: Sequence[str], seconds: float
                        "output": w.clip(vb / "clean" / name, f"clean_{name}", start)})
     write_demo_set(folder, w.rows, {"task": "denoise", "clip_seconds": w.n / RATE, "crop": crop,
                                     "source": "VoiceBank-DEMAND test pairs (CC BY 4.0)"})
+    write_attribution(folder, "Noisy speech database (VoiceBank-DEMAND), Valentini-Botinhao et al. 2017, "
+                      "University of Edinburgh, CC BY 4.0 (doi:10.7488/ds/2117); clips cut to whole codec groups.",
+                      {c: f"test-set pair {c.split('_', 1)[1]}" for r in w.rows for c in (r["input"], r["output"])})
     return len(w.rows)
 
 
 def build_text2sound(folder: Path, groups: "OrderedDict[str, list[Path]]", per_label: int, seconds: float,
-                     crop: str) -> int:
+                     crop: str, source: str, origins: dict[str, str] | None = None) -> int:
     w = Writer(folder, seconds, crop)
+    credits = {}
     for label, paths in groups.items():
         for p in paths[:per_label]:
             w.rows.append({"label": label, "output": w.clip(p, f"{label}_{p.stem}.wav")})
-    write_demo_set(folder, w.rows, {"task": "text2sound", "clip_seconds": seconds, "crop": crop,
-                                    "source": "ESC-50 (CC BY-NC 3.0; clip licences in esc50/clip_licenses.tsv)"})
+            credits[w.rows[-1]["output"]] = (origins or {}).get(p.name, f"{p.name} of {source}")
+    write_demo_set(folder, w.rows, {"task": "text2sound", "clip_seconds": seconds, "crop": crop, "source": source})
+    write_attribution(folder, f"Clips cut from {source}.", credits)
     return len(w.rows)
 
 
@@ -211,6 +251,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--crop", choices=("start", "loudest"), default="loudest",
                    help="part of a longer recording to keep (ESC-50 clips are 5 s, often silent at first)")
     p.add_argument("--force", action="store_true", help="rebuild sets that exist")
+    p.add_argument("--redistributable", action="store_true",
+                   help="only clips whose licence allows shipping them (ESC-50: CC0 / CC-BY clips), as in "
+                        "models/default/demos")
     return p
 
 
@@ -223,16 +266,22 @@ def run(a: argparse.Namespace) -> None:
     pairs = voicebank_pairs(a.data)
     if a.denoise_pairs >= len(pairs):
         raise DemoError(f"--denoise-pairs {a.denoise_pairs}: VoiceBank has only {len(pairs)} pairs")
+    esc_source = ("ESC-50 (Piczak 2015), CC0 / CC BY clips only (per-clip Freesound licences)" if a.redistributable
+                  else "ESC-50 (CC BY-NC 3.0; clip licences in esc50/clip_licenses.tsv)")
+    origins = esc50_licenses(a.data)
     builders = {
-        "classify-esc50": lambda f: build_classify(f, esc50_by_label(a.data), a.per_label, a.classify_seconds,
-                                                   a.crop, "ESC-50 (CC BY-NC 3.0)"),
+        "classify-esc50": lambda f: build_classify(f, esc50_by_label(a.data, a.redistributable), a.per_label,
+                                                   a.classify_seconds, a.crop, esc_source, origins),
         "classify-ravdess": lambda f: build_classify(f, ravdess_by_label(a.data), a.per_label, a.classify_seconds,
                                                      a.crop, "RAVDESS (CC BY-NC-SA 4.0)"),
         "tts-fsdd": lambda f: build_tts(f, a.data, a.tts_per_digit, a.tts_seconds, a.crop),
         "denoise-voicebank": lambda f: build_denoise(f, a.data, pairs[:a.denoise_pairs], a.denoise_seconds, a.crop),
-        "text2sound-esc50": lambda f: build_text2sound(f, esc50_by_label(a.data), a.text2sound_per_label,
-                                                       a.text2sound_seconds, a.crop),
+        "text2sound-esc50": lambda f: build_text2sound(f, esc50_by_label(a.data, a.redistributable),
+                                                       a.text2sound_per_label, a.text2sound_seconds, a.crop,
+                                                       esc_source, origins),
     }
+    if a.redistributable and "classify-ravdess" in a.sets:
+        raise DemoError("RAVDESS is CC BY-NC-SA: leave classify-ravdess out of --redistributable sets")
     folders = {name: _prepare(a.out, name, a.force) for name in a.sets}  # refuse before writing anything
     for name, folder in folders.items():
         print(f"{folder}: {_build_in_place(folder, builders[name])} demonstrations")

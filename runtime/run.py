@@ -36,11 +36,13 @@ def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="python -m runtime.run", description=__doc__.split("\n\n")[0],
                                 formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     p.add_argument("--task", required=True, choices=TASKS)
-    p.add_argument("--demos", required=True, type=Path, help="demonstration set folder (manifest.csv)")
+    p.add_argument("--demos", type=Path, default=None,
+                   help="demonstration set folder (manifest.csv); default: models/default/demos/<task set>")
     p.add_argument("--input", required=True, help="audio file (classify, denoise) or text (tts, text2sound)")
     p.add_argument("--output", type=Path, default=None, help="output wav (generation tasks)")
-    p.add_argument("--model", required=True, type=Path, help="LLM GGUF the codec was built for")
-    p.add_argument("--codec", required=True, type=Path, help="codec bundle directory")
+    p.add_argument("--model", type=Path, default=None,
+                   help="LLM GGUF the codec was built for; default: models/default/llm.gguf (Gemma 3 270M)")
+    p.add_argument("--codec", type=Path, default=None, help="codec bundle directory; default: models/default/codec")
     p.add_argument("--shots", type=int, default=None,
                    help="demonstrations per label (classify) or in total (others); default: all")
     p.add_argument("--repeats", type=int, default=1, help="times the demonstration block is repeated")
@@ -112,12 +114,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     from runtime.bundle import BundleError
     from runtime.lm import ModelLoadError
     from runtime.lm_errors import ContextOverflowError, VocabularyMismatchError
+    from runtime.defaults import resolve
     from runtime.tasks import DemoError, TaskError, TaskOptions, load_demo_set, open_engine
 
     known = (AudioError, BundleError, ModelLoadError, ContextOverflowError, VocabularyMismatchError,
              DemoError, TaskError, FileNotFoundError)
     t0 = time.perf_counter()
     try:
+        a.model, a.codec, a.demos = resolve(a.task, a.model, a.codec, a.demos)
         demo_set = load_demo_set(a.demos, a.task)
         opts = TaskOptions(shots=a.shots, repeats=a.repeats, layers=a.layers, layout=a.layout,
                            induction=a.induction == "on", temperature=a.temperature, seed=a.seed,

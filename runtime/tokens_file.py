@@ -6,12 +6,13 @@ Layout (little-endian)::
     version uint16   TOKENS_VERSION
     hlen    uint32   length of the JSON header
     header  hlen bytes UTF-8 JSON: fingerprint, word_table_sha256, bundle_id, sample_rate, hop,
-            vq_strides, codebook_sizes, n_groups, n_samples, lengths
+            vq_strides, codebook_sizes, n_groups, n_samples, lengths,
+            token_tables_sha256 (version 2: per layer, sha256 of its int64 LE token-id table)
     codes   int32 per layer, layer-major: layer l holds n_groups * strides[0] / strides[l] codes
 
-Codes of layers 2-3 are LLM token ids and layer-1 codes index the word table, so a file is only
-meaningful with a bundle of the same vocabulary fingerprint and word table: ``check_bundle`` refuses
-any other.
+Layer-l codes index that layer's token table (code i <-> LLM token table[i]), so a file is only
+meaningful with a bundle of the same vocabulary fingerprint and tables: ``check_bundle`` refuses any
+other. Version 1 files (no per-layer hashes; layers 2+ were code = id) are still read.
 """
 from __future__ import annotations
 
@@ -26,7 +27,8 @@ import numpy as np
 from runtime.cli import atomic_path
 
 MAGIC = b"LLMCTOK\x00"
-TOKENS_VERSION = 1
+TOKENS_VERSION = 2
+READABLE_VERSIONS = (1, 2)
 _PREFIX = struct.Struct("<8sHI")
 
 
@@ -47,6 +49,7 @@ class TokensFile:
     vq_strides: tuple[int, ...]
     codebook_sizes: tuple[int, ...]
     n_samples: int
+    token_tables_sha256: list[str] | None = None  # None: a version-1 file
     extra: dict[str, Any] = field(default_factory=dict)
 
     @property
@@ -58,16 +61,21 @@ class TokensFile:
                 "bundle_id": self.bundle_id, "sample_rate": self.sample_rate, "hop": self.hop,
                 "vq_strides": list(self.vq_strides), "codebook_sizes": list(self.codebook_sizes),
                 "n_groups": self.n_groups, "n_samples": self.n_samples,
-                "lengths": [int(len(c)) for c in self.codes], **self.extra}
+                "lengths": [int(len(c)) for c in self.codes], **self.extra,
+                **({} if self.token_tables_sha256 is None else {"token_tables_sha256": list(self.token_tables_sha256)})}
 
     def check_bundle(self, fingerprint: str, word_table_sha256: str, strides: tuple[int, ...],
-                     bundle_id: str | None = None) -> None:
+                     bundle_id: str | None = None, token_tables_sha256: list[str] | None = None) -> None:
         """Refuse a bundle whose codes mean something else (vocabulary, word table, strides, codec)."""
         if fingerprint != self.fingerprint:
             raise TokensFileError(f"tokens were written for vocabulary {self.fingerprint}, "
                                   f"the codec bundle has {fingerprint}")
         if word_table_sha256 != self.word_table_sha256:
             raise TokensFileError("tokens were written with another layer-1 word table than the codec bundle's")
+        if token_tables_sha256 is not None and self.token_tables_sha256 is not None \
+                and list(token_tables_sha256) != list(self.token_tables_sha256):
+            raise TokensFileError("tokens were written with other codebook token tables than the codec bundle's "
+                                  "(same vocabulary, different layer-2+ token subset)")
         if tuple(strides) != tuple(self.vq_strides):
             raise TokensFileError(f"tokens use VQ strides {self.vq_strides}, the codec bundle {tuple(strides)}")
         if bundle_id is not None and bundle_id != self.bundle_id:
@@ -95,19 +103,21 @@ def read_tokens(path: str | Path) -> TokensFile:
     if len(data) < _PREFIX.size or data[:8] != MAGIC:
         raise TokensFileError(f"{path} is not a .tokens file (bad magic)")
     _, version, hlen = _PREFIX.unpack_from(data)
-    if version != TOKENS_VERSION:
-        raise TokensFileError(f"{path}: unknown .tokens version {version} (this runtime reads {TOKENS_VERSION})")
+    if version not in READABLE_VERSIONS:
+        raise TokensFileError(f"{path}: unknown .tokens version {version} (this runtime reads {READABLE_VERSIONS})")
     try:
         h = json.loads(data[_PREFIX.size:_PREFIX.size + hlen].decode())
         strides = tuple(int(s) for s in h["vq_strides"])
         lengths = [int(n) for n in h["lengths"]]
         known = ("fingerprint", "word_table_sha256", "bundle_id", "sample_rate", "hop", "vq_strides",
-                 "codebook_sizes", "n_groups", "n_samples", "lengths")
+                 "codebook_sizes", "n_groups", "n_samples", "lengths", "token_tables_sha256")
+        tables = h.get("token_tables_sha256")
         tokens = TokensFile(
             codes=[], fingerprint=str(h["fingerprint"]), word_table_sha256=str(h["word_table_sha256"]),
             bundle_id=str(h["bundle_id"]), sample_rate=int(h["sample_rate"]), hop=int(h["hop"]),
             vq_strides=strides, codebook_sizes=tuple(int(s) for s in h["codebook_sizes"]),
-            n_samples=int(h["n_samples"]), extra={k: v for k, v in h.items() if k not in known})
+            n_samples=int(h["n_samples"]), extra={k: v for k, v in h.items() if k not in known},
+            token_tables_sha256=None if tables is None else [str(t) for t in tables])
     except (UnicodeDecodeError, json.JSONDecodeError, KeyError, TypeError, ValueError) as e:
         raise TokensFileError(f"{path}: corrupt header ({type(e).__name__}: {e})") from None
     body = data[_PREFIX.size + hlen:]

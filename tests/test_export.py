@@ -39,7 +39,7 @@ def model(exported):
 def test_manifest_facts(manifest, exported):
     from runtime.bundle import sha256_file
 
-    assert manifest["format_version"] == 1
+    assert manifest["format_version"] == 2
     codec = manifest["codec"]
     assert (codec["sample_rate"], codec["hop"], codec["vq_strides"]) == (16000, 480, [4, 2, 1])
     assert codec["codebook_sizes"] == [50, 300, 300] and codec["latent_dim"] == 16

@@ -26,7 +26,7 @@ def test_round_trip(tmp_path):
     assert (r.fingerprint, r.n_samples, r.vq_strides, r.codebook_sizes) == (t.fingerprint, t.n_samples, (4, 2, 1),
                                                                               (50, 300, 300))
     data = (tmp_path / "a.tokens").read_bytes()
-    assert data[:8] == MAGIC and struct.unpack_from("<H", data, 8)[0] == 1
+    assert data[:8] == MAGIC and struct.unpack_from("<H", data, 8)[0] == 2
     hlen = struct.unpack_from("<I", data, 10)[0]
     assert hlen < 512 and len(data) == 14 + hlen + 4 * 35, "small: a short header, then 4 bytes per code"
 

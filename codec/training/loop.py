@@ -26,7 +26,8 @@ EVAL_FILE = "eval.csv"
 def _resume(out: Path, trainer: Trainer, vocab_info: dict[str, Any]) -> tuple[int, int, int]:
     """Load weights + optimiser state from ``out``; returns ``(step, epoch, batches done in epoch)``."""
     state = load_train_state(out)
-    if state["vocab_fingerprint"] != vocab_info["fingerprint"] or state["word_token_ids"] != vocab_info["word_token_ids"]:
+    if (state["vocab_fingerprint"] != vocab_info["fingerprint"] or state["word_token_ids"] != vocab_info["word_token_ids"]
+            or state.get("residual_token_ids", vocab_info["residual_token_ids"]) != vocab_info["residual_token_ids"]):
         raise SystemExit(f"error: --resume: {out} was trained with a different vocabulary/word table than --llm")
     if state["config"] != trainer.codec.cfg.to_dict():
         raise SystemExit(f"error: --resume: {out} was trained with a different config (preset/overrides/GGUF dim)")
@@ -39,7 +40,8 @@ def _checkpoint(out: Path, trainer: Trainer, vocab_info: dict[str, Any], step: i
     save_checkpoint(out, trainer.codec, vocab_info, overwrite=True)
     save_train_state(out, {"step": step, "epoch": epoch, "pos": pos, "trainer": trainer.state_dict(),
                            "config": trainer.codec.cfg.to_dict(), "vocab_fingerprint": vocab_info["fingerprint"],
-                           "word_token_ids": vocab_info["word_token_ids"]})
+                           "word_token_ids": vocab_info["word_token_ids"],
+                           "residual_token_ids": vocab_info["residual_token_ids"]})
 
 
 def run_loop(args: argparse.Namespace, trainer: Trainer, dataset: AudioDataset, sampler: ShardedEpochSampler,

@@ -109,9 +109,9 @@ class FewShotEngine:
         self.lm, self.codec = lm, codec
         self.sample_rate = int(codec.sample_rate)
         self.group_samples = int(codec.group_frames * codec.hop)
-        self.word_mask = np.zeros(lm.n_vocab, dtype=bool)
-        self.word_mask[codec.word_token_ids] = True
-        self.full_mask = np.ones(lm.n_vocab, dtype=bool)
+        # One allowed-token mask per codec layer, from the bundle's token tables (never "code = id").
+        self.layer_masks = [codec.layer_mask(l, lm.n_vocab) for l in range(1, len(codec.strides) + 1)]
+        self.word_mask = self.layer_masks[0]
         self._memo: dict[str, list[int]] = {}
 
     # -- text and clips -------------------------------------------------------------------------
@@ -158,7 +158,7 @@ class FewShotEngine:
     def span_allowed(self, n_groups: int, layout: Layout, layers: Layers) -> Callable[[int], np.ndarray]:
         """Per-step allowed mask ``step -> (V,) bool`` for a span of ``n_groups`` groups."""
         sched = span_layer_schedule(n_groups, layout, layers)
-        return lambda step: self.word_mask if sched[step] == 1 else self.full_mask
+        return lambda step: self.layer_masks[sched[step] - 1]
 
     def span_length(self, n_groups: int, opts: TaskOptions) -> int:
         return len(span_layer_schedule(n_groups, opts.layout, opts.layers))

@@ -5,7 +5,7 @@ PY := $(VENV)/bin/python
 PIP := $(PY) -m pip
 STAMP := $(VENV)/.installed
 
-.PHONY: test venv demo models system-deps clean-venv
+.PHONY: test venv demo demo-pipeline models system-deps clean-venv
 
 test: system-deps models
 	$(PY) -m pytest -q
@@ -24,34 +24,38 @@ $(DEFAULT)/llm.gguf: $(STAMP)
 $(DEFAULT)/codec/manifest.json: $(DEFAULT)/llm.gguf $(DEFAULT)/checkpoint/model.safetensors $(DEFAULT)/checkpoint/vocab.json
 	$(PY) -m export.onnx $(DEFAULT)/checkpoint --llm $(DEFAULT)/llm.gguf --out $(DEFAULT)/codec --force
 
-# The main job until bundled default models land: a tiny LLaMA GGUF with the real LLaMA-2 vocabulary,
-# a short causal-codec training run on FSDD, ONNX export (self-verified), a torch-free round trip
-# of a real recording, then few-shot sound-event classification and denoising through llama.cpp.
+# The main job, on the bundled defaults (models/default: Gemma 3 270M + the default codec + shipped
+# demonstrations): denoise a noisy recording in context, classify a sound, and a codec round trip.
+OUT ?= out
+demo: models
+	@mkdir -p $(OUT)
+	$(PY) -m runtime.run --task denoise --input $(DEFAULT)/examples/noisy_p257_411.wav --output $(OUT)/denoised.wav --force
+	$(PY) -m runtime.run --task classify --input $(DEFAULT)/examples/dog_4-199261-A-0.wav --shots 2
+	$(PY) -m runtime.codec roundtrip $(DEFAULT)/examples/clean_p257_411.wav $(OUT)/roundtrip.wav \
+		--codec $(DEFAULT)/codec --force
+	@echo "demo outputs in $(OUT)/ (denoised.wav, roundtrip.wav)"
+
+# The training pipeline end to end in ~4 minutes: a tiny LLaMA GGUF with the real LLaMA-2 vocabulary,
+# a short causal-codec training run on FSDD, ONNX export (self-verified), a torch-free round trip.
 DATA ?= ../shared/data
-DEMO ?= runs/demo
-DEMO_STEPS ?= 200
-demo: $(STAMP)
-	$(PY) -m export.tiny_llm --out $(DEMO)/llm.gguf --dim 64 --force
-	$(PY) -m codec.train --preset tiny --data $(DATA)/fsdd/recordings --llm $(DEMO)/llm.gguf \
-		--out $(DEMO)/codec --steps $(DEMO_STEPS) --threads 1 --force --no-progress --log-every 50
-	$(PY) -m export.onnx $(DEMO)/codec --out $(DEMO)/bundle --force
-	$(PY) -m runtime.codec roundtrip $(DATA)/speech16k/arctic_a0010.wav $(DEMO)/roundtrip.wav \
-		--codec $(DEMO)/bundle --force
-	$(PY) -m benchmarks.codec_quality --codec $(DEMO)/bundle --files $(DATA)/speech16k/arctic_a0010.wav
-	$(PY) -m runtime.make_demos --data $(DATA) --out $(DEMO)/demos --force
-	$(PY) -m runtime.run --task classify --demos $(DEMO)/demos/classify-esc50 --shots 1 \
-		--input $(DATA)/esc50/audio/4-59579-B-20.wav --model $(DEMO)/llm.gguf --codec $(DEMO)/bundle
-	$(PY) -m runtime.run --task denoise --demos $(DEMO)/demos/denoise-voicebank \
-		--input $(DATA)/voicebank_demand/noisy/p257_411.wav --output $(DEMO)/denoised.wav --force \
-		--model $(DEMO)/llm.gguf --codec $(DEMO)/bundle
-	@echo "demo outputs in $(DEMO)/ (roundtrip.wav, denoised.wav)"
+PIPE ?= runs/pipeline
+PIPE_STEPS ?= 200
+demo-pipeline: $(STAMP)
+	$(PY) -m export.tiny_llm --out $(PIPE)/llm.gguf --dim 64 --force
+	$(PY) -m codec.train --preset tiny --data $(DATA)/fsdd/recordings --llm $(PIPE)/llm.gguf \
+		--out $(PIPE)/codec --steps $(PIPE_STEPS) --threads 1 --force --no-progress --log-every 50
+	$(PY) -m export.onnx $(PIPE)/codec --out $(PIPE)/bundle --force
+	$(PY) -m runtime.codec roundtrip $(DATA)/speech16k/arctic_a0010.wav $(PIPE)/roundtrip.wav \
+		--codec $(PIPE)/bundle --force
 
 # libportaudio2: microphone I/O (sounddevice); wamerican: the English word list that picks the
-# codec's layer-1 whole-word table (/usr/share/dict/words).
+# codec's layer-1 whole-word table (/usr/share/dict/words); pulseaudio: a real, clock-paced virtual
+# audio device (null sink) for the live-stream tests on machines without a sound card.
 system-deps:
-	@if ! ldconfig -p | grep -q libportaudio.so.2 || [ ! -f /usr/share/dict/words ]; then \
-		(apt-get update && apt-get install -y --no-install-recommends libportaudio2 wamerican) \
-		|| echo "warning: could not install libportaudio2/wamerican with apt-get"; \
+	@if ! ldconfig -p | grep -q libportaudio.so.2 || [ ! -f /usr/share/dict/words ] || ! command -v pulseaudio >/dev/null; then \
+		(apt-get update && apt-get install -y --no-install-recommends libportaudio2 wamerican \
+		 pulseaudio pulseaudio-utils libasound2-plugins) \
+		|| echo "warning: could not install libportaudio2/wamerican/pulseaudio with apt-get"; \
 	fi
 
 # torch is pinned first so the CPU build is taken (an unpinned torch pulls GBs of CUDA wheels).

@@ -1,0 +1,197 @@
+"""The worker side of ``runtime.stream``: source blocks -> codec-rate chunks -> processor -> sink.
+
+``Pipeline`` resamples each native-rate block with a streaming resampler, cuts the result into the
+processor's chunks (whole 120 ms codec groups), runs the processor and hands its output to the sink,
+timing every stage and the end-to-end latency of each chunk's first sample. ``run_live`` drives it
+from a real-time source (microphone or paced file) and applies the lag policy: when more than
+``max_lag`` seconds of captured audio are waiting, the oldest whole chunks are dropped, the sink
+gets the same length of silence (files stay time-aligned with the input), and ``dropped_chunks``
+counts them; the stream never drifts behind the input by more than ``max_lag``.
+"""
+from __future__ import annotations
+
+import sys
+import threading
+import time
+from collections import deque
+from typing import Protocol
+
+import numpy as np
+
+from runtime.audio_io import StreamResampler
+from runtime.stream_stats import StreamStats, level_dbfs
+
+
+class Processor(Protocol):
+    chunk: int
+
+    def process(self, pcm: np.ndarray, stats: StreamStats) -> np.ndarray | None: ...
+
+    def flush(self, tail: np.ndarray, stats: StreamStats) -> np.ndarray | None: ...
+
+
+class Sink(Protocol):
+    def write(self, pcm: np.ndarray) -> float: ...
+
+
+class StatusLine:
+    """The live status line on stderr (a terminal only; at most 5 updates a second)."""
+
+    def __init__(self, stats: StreamStats, enabled: bool) -> None:
+        self.stats, self.enabled = stats, enabled and sys.stderr.isatty()
+        self._last = 0.0
+
+    def update(self, force: bool = False) -> None:
+        now = time.perf_counter()
+        if self.enabled and (force or now - self._last > 0.2):
+            self._last = now
+            print("\r" + self.stats.status_line(), end="", file=sys.stderr, flush=True)
+
+    def close(self) -> None:
+        if self.enabled:
+            self.update(force=True)
+            print(file=sys.stderr)
+
+
+class Pipeline:
+    """Blocks at ``src_rate`` in, processed chunks at ``rate`` out.
+
+    realtime: the source delivers samples as they happen (arrival of sample i = time its block
+    arrived minus the samples after it), so "capture" and "end to end" are true latencies.
+    recorder: an optional sink that receives the resampled input (``--record-input``)."""
+
+    def __init__(self, processor: Processor, sink: Sink | None, stats: StreamStats, src_rate: int,
+                 realtime: bool, status: StatusLine | None = None, recorder: Sink | None = None) -> None:
+        self.processor, self.sink, self.stats, self.recorder = processor, sink, stats, recorder
+        self.rate, self.realtime, self.status = stats.rate, realtime, status
+        self.resample = StreamResampler(src_rate, stats.rate)
+        self._buf = np.zeros(0, dtype=np.float32)
+        self._arrivals: deque[tuple[int, float]] = deque()  # (cumulative end sample, its arrival time)
+        self.fed = 0   # codec-rate samples received
+        self.done = 0  # codec-rate samples processed
+
+    def feed(self, pcm: np.ndarray, t_end: float, last: bool = False) -> None:
+        """A native-rate mono block whose last sample arrived at ``t_end`` (perf_counter)."""
+        x = self.resample(pcm, last=last)
+        if len(x):
+            self.stats.level_db = level_dbfs(x)
+            self.stats.audio_in_samples += len(x)
+            self.fed += len(x)
+            self._arrivals.append((self.fed, t_end))
+            self._buf = np.concatenate([self._buf, x])
+            if self.recorder is not None:  # --record-input: what the worker got, at the codec rate
+                self.recorder.write(x)
+        n = self.processor.chunk
+        while len(self._buf) >= n:
+            chunk, self._buf = self._buf[:n], self._buf[n:]
+            self._run(chunk, flush=False)
+
+    def finish(self) -> None:
+        """End of input: flush the resampler, then the processor's partial last chunk."""
+        self.feed(np.zeros(0, dtype=np.float32), time.perf_counter(), last=True)
+        tail, self._buf = self._buf, np.zeros(0, dtype=np.float32)
+        self._run(tail, flush=True)
+
+    def insert_silence(self, n: int) -> None:
+        """``n`` codec-rate samples of dropped input: silence to the sink, nothing processed."""
+        if self.sink is not None and n > 0:
+            self.sink.write(np.zeros(n, dtype=np.float32))
+            self.stats.audio_out_samples += n
+
+    def _arrival(self, i: int) -> float:
+        while self._arrivals and self._arrivals[0][0] <= i:
+            self._arrivals.popleft()
+        if not self._arrivals:
+            return time.perf_counter()
+        end, t = self._arrivals[0]
+        return t - (end - 1 - i) / self.rate if self.realtime else t
+
+    def _run(self, chunk: np.ndarray, flush: bool) -> None:
+        arrival = self._arrival(self.done)
+        t0 = time.perf_counter()
+        if self.realtime:
+            self.stats.add("capture", max(0.0, t0 - arrival))
+        out = (self.processor.flush if flush else self.processor.process)(chunk, self.stats)
+        if len(chunk):
+            self.stats.chunk_ms.append((time.perf_counter() - t0) * 1000.0)
+        self.done += len(chunk)
+        if out is not None and len(out) and self.sink is not None:
+            t_write = time.perf_counter()
+            t_leave = self.sink.write(out)
+            self.stats.add("playback", t_leave - t_write)
+            self.stats.audio_out_samples += len(out)
+            self.stats.end_to_end.append((t_leave - arrival) * 1000.0)
+        if self.status is not None:
+            self.status.update()
+
+
+def limit_lag(pcm: np.ndarray, chunk_native: int, max_lag: int) -> tuple[np.ndarray, int]:
+    """Drop the oldest whole chunks of ``pcm`` (n,) until at most ``max_lag`` samples remain (never
+    less than one chunk's worth when there was more); returns (kept samples, chunks dropped)."""
+    if len(pcm) <= max_lag:
+        return pcm, 0
+    k = -(-(len(pcm) - max_lag) // chunk_native)
+    return pcm[k * chunk_native:], k
+
+
+def run_live(source, pipeline: Pipeline, stop: threading.Event, max_lag_s: float,
+             stall_s: float = 3.0, first_data_s: float = 10.0) -> str:
+    """Drive ``pipeline`` from a started real-time source until it ends, ``stop`` is set, or the device
+    stops delivering audio (nothing for ``stall_s``; ``first_data_s`` at start, since some devices,
+    PulseAudio's among them, deliver nothing for their first second or two). Returns "eof",
+    "stopped" or "device lost"; the pipeline is finished either way."""
+    chunk_native = max(1, int(round(pipeline.processor.chunk * source.rate / pipeline.rate)))
+    max_lag = max(int(max_lag_s * source.rate), chunk_native)
+    try:
+        reason = _live_loop(source, pipeline, stop, chunk_native, max_lag, stall_s, first_data_s)
+    finally:
+        source.stop()
+    rest, t_end = source.read(timeout=0.0)  # drain what arrived before the stop (lag policy too)
+    _feed_live(pipeline, rest, t_end, chunk_native, max_lag)
+    pipeline.stats.overruns = source.overruns
+    pipeline.finish()
+    return reason
+
+
+def _live_loop(source, pipeline: Pipeline, stop: threading.Event, chunk_native: int, max_lag: int,
+               stall_s: float, first_data_s: float) -> str:
+    last_data = time.perf_counter() + first_data_s - stall_s
+    while not stop.is_set():
+        pcm, t_end = source.read(timeout=0.25)
+        if len(pcm):
+            last_data = time.perf_counter()
+            _feed_live(pipeline, pcm, t_end, chunk_native, max_lag)
+        elif source.finished:
+            return source.end_reason  # "eof" for files; a microphone stream only ends if lost
+        elif time.perf_counter() - last_data > stall_s:
+            return "device lost"
+    return "stopped"
+
+
+def _feed_live(pipeline: Pipeline, pcm: np.ndarray, t_end: float, chunk_native: int, max_lag: int) -> None:
+    pcm, dropped = limit_lag(pcm, chunk_native, max_lag)
+    if dropped:
+        pipeline.stats.dropped_chunks += dropped
+        pipeline.insert_silence(dropped * pipeline.processor.chunk)
+    if len(pcm):
+        pipeline.feed(pcm, t_end)
+
+
+def run_fast(reader, pipeline: Pipeline, stop: threading.Event, block_s: float = 0.5) -> str:
+    """Feed a ``FileReader`` as fast as the processor goes; returns "eof" or "stopped"."""
+    block = max(1, int(block_s * reader.rate))
+    reason = "eof"
+    try:
+        while True:
+            if stop.is_set():
+                reason = "stopped"
+                break
+            pcm = reader.read(block)
+            if pcm.size == 0:
+                break
+            pipeline.feed(pcm, time.perf_counter())
+    finally:
+        reader.close()
+    pipeline.finish()
+    return reason
+

@@ -29,7 +29,7 @@ $(DEFAULT)/codec/manifest.json: $(DEFAULT)/llm.gguf $(DEFAULT)/checkpoint/model.
 OUT ?= out
 demo: models
 	@mkdir -p $(OUT)
-	$(PY) -m runtime.run --task denoise --input $(DEFAULT)/examples/noisy_p257_411.wav --output $(OUT)/denoised.wav --force
+	$(PY) -m runtime.stream --task denoise --input $(DEFAULT)/examples/noisy_p257_411.wav --output $(OUT)/denoised.wav --fast --force
 	$(PY) -m runtime.run --task classify --input $(DEFAULT)/examples/dog_4-199261-A-0.wav --shots 2
 	$(PY) -m runtime.codec roundtrip $(DEFAULT)/examples/clean_p257_411.wav $(OUT)/roundtrip.wav \
 		--codec $(DEFAULT)/codec --force

@@ -17,10 +17,11 @@ from pathlib import Path
 
 import numpy as np
 
-from benchmarks.common import environment, fatal
+from benchmarks.common import environment
 from runtime.audio import AudioError, read_audio
 from runtime.cli import run_cli
 from runtime.metrics import mel_distance, speech_metrics
+from runtime.cli import die
 
 SHARED = Path(__file__).resolve().parents[1].parent / "shared" / "data"
 MIN_SECONDS = 0.25  # PESQ needs 1/4 s; the 2048-point mel resolution needs 0.128 s
@@ -64,11 +65,11 @@ def main(argv: list[str] | None = None) -> int:
 
     files = args.files or default_files()
     if not files:
-        fatal("no audio files given and none found in ../shared/data")
+        die("no audio files given and none found in ../shared/data")
     try:
         session = CodecSession(args.codec, threads=args.threads)
     except (BundleError, OSError, ValueError) as e:
-        fatal(str(e))
+        die(str(e))
     rows = []
     for path in files:
         try:
@@ -80,7 +81,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"{r['file']}: mel {r['mel_distance']:.3f} pesq {r['pesq_wb']:.2f} stoi {r['stoi']:.3f} "
               f"si-sdr {r['si_sdr']:.1f} dB", file=sys.stderr)
     if not rows:
-        fatal("no file could be read")
+        die("no file could be read")
     summary = summarise(rows) | {"codec": str(args.codec), "env": environment()}
     print("| files | mel distance | PESQ-wb | STOI | SI-SDR (dB) | RTF |\n|---|---|---|---|---|---|")
     print(f"| {summary['files']} | {summary['mel_distance']:.3f} | {summary['pesq_wb']:.2f} | {summary['stoi']:.3f} "

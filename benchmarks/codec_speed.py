@@ -22,8 +22,9 @@ from typing import Any, Callable
 
 import numpy as np
 
-from benchmarks.common import check_outputs, environment, fatal, markdown_table, time_cpu, write_jsonl
+from benchmarks.common import check_outputs, environment, markdown_table, time_cpu, write_jsonl
 from runtime.cli import run_cli
+from runtime.cli import die
 
 COLUMNS = [("backend", "backend", ""), ("threads", "threads", ""), ("mode", "mode", ""),
            ("enc_p50_ms", "enc p50 ms", ".2f"), ("dec_p50_ms", "dec p50 ms", ".2f"),
@@ -190,7 +191,7 @@ def main(argv: list[str] | None = None) -> int:
         args.model = load_torch_model(args.checkpoint)
         records = run(args)
     except (BundleError, FileNotFoundError, ValueError) as e:
-        fatal(str(e))
+        die(str(e))
     env = environment()
     table = markdown_table(records, COLUMNS)
     print(f"\n{table}\n{env['cpu']} ({env['cpu_cores']} cores, load {env['loadavg_1m']:.1f}), "

@@ -9,16 +9,16 @@ from __future__ import annotations
 import json
 import os
 import platform
-import subprocess
 import sys
 import time
 from dataclasses import asdict, dataclass
 from importlib import metadata
 from pathlib import Path
-from typing import Any, Callable, NoReturn, Sequence
+from typing import Any, Callable, Sequence
 
 import numpy as np
 
+from export.manifest import git_sha  # the project's one definition (torch-free)
 from runtime.cli import atomic_path, die
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -34,29 +34,12 @@ GPU_PEAKS: list[tuple[str, dict[str, float]]] = [
 ]
 
 
-def fatal(msg: str) -> NoReturn:
-    """One ``error:`` line on stderr, exit status 1 (runtime/cli.py)."""
-    die(msg)
-
-
 def gpu_peak(device_name: str) -> dict[str, float] | None:
     """Datasheet peaks for a known GPU name (``torch.cuda.get_device_name()``), else None."""
     for key, peak in GPU_PEAKS:
         if key.lower() in device_name.lower():
             return dict(peak)
     return None
-
-
-def git_sha() -> str:
-    """HEAD commit of the repository, with ``-dirty`` when the tree has local changes."""
-    try:
-        sha = subprocess.run(["git", "rev-parse", "HEAD"], cwd=ROOT, capture_output=True, text=True,
-                             check=True).stdout.strip()
-        dirty = subprocess.run(["git", "status", "--porcelain"], cwd=ROOT, capture_output=True,
-                               text=True, check=True).stdout.strip()
-        return sha + ("-dirty" if dirty else "")
-    except (OSError, subprocess.CalledProcessError):
-        return "unknown"
 
 
 def _version(dist: str) -> str | None:
@@ -171,7 +154,7 @@ def check_outputs(paths: Sequence[Path], force: bool) -> None:
     """No overwrite without --force."""
     existing = [str(p) for p in paths if p.exists()]
     if existing and not force:
-        fatal(f"{', '.join(existing)} exist; pass --force to overwrite")
+        die(f"{', '.join(existing)} exist; pass --force to overwrite")
     for p in paths:
         p.parent.mkdir(parents=True, exist_ok=True)
 

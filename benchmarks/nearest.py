@@ -20,11 +20,12 @@ from typing import Any, Callable
 
 import numpy as np
 
-from benchmarks.common import (RESULTS, check_outputs, environment, fatal, gpu_peak, markdown_table,
+from benchmarks.common import (RESULTS, check_outputs, environment, gpu_peak, markdown_table,
                                measure_memcpy_gbs, time_cpu, time_cpu_interleaved, time_gpu,
                                write_jsonl)
 from kernels.cpu import NumpyNearest
 from runtime.cli import run_cli
+from runtime.cli import die
 
 FULL_M = [1, 4, 14, 64, 1024, 16384, 131072]
 CPU_M = [1, 4, 14, 64, 1024]
@@ -255,7 +256,7 @@ def main(argv: list[str] | None = None) -> int:
         import torch
 
         if not torch.cuda.is_available():
-            fatal("--device cuda but torch sees no CUDA device")
+            die("--device cuda but torch sees no CUDA device")
     ms = args.m or (FULL_M if gpu else CPU_M)
     ds = args.d or ([512, 4096] if gpu else [512])
     dtypes = args.dtype or (["fp16", "fp32"] if gpu else ["fp32"])

@@ -15,8 +15,8 @@ import sys
 from pathlib import Path
 from typing import Sequence
 
-from benchmarks.common import fatal
 from codec.training.state import read_metrics
+from runtime.cli import die
 
 TRAIN_COLUMNS = ("total", "recon", "stft", "mel", "commitment", "entropy", "semantic", "consistency")
 
@@ -85,13 +85,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = ap.parse_args(argv)
     for name in ("metrics.csv", "eval.csv"):
         if not (args.run / name).is_file():
-            fatal(f"{args.run / name} not found: pass a codec.train --out directory")
+            die(f"{args.run / name} not found: pass a codec.train --out directory")
     md_path = args.out.with_suffix(".md")
     if not args.force and (args.out.exists() or md_path.exists()):
-        fatal(f"{args.out} or {md_path} exists; pass --force to overwrite")
+        die(f"{args.out} or {md_path} exists; pass --force to overwrite")
     metrics, evals = read_metrics(args.run / "metrics.csv"), read_metrics(args.run / "eval.csv")
     if not metrics or not evals:
-        fatal(f"{args.run} has an empty metrics.csv or eval.csv (did training log anything?)")
+        die(f"{args.run} has an empty metrics.csv or eval.csv (did training log anything?)")
     text = summary(metrics, evals, max(2, args.points))
     args.out.parent.mkdir(parents=True, exist_ok=True)
     plot(metrics, evals, f"codec.train {args.run.name}", args.out)

@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import json
 import operator
-import os
 from pathlib import Path
 from typing import Any
 
@@ -25,6 +24,7 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
 from codec.config import CodecConfig
+from runtime.cli import atomic_path
 from codec.model import LLMCodec
 
 CONFIG_FILE = "config.json"
@@ -196,10 +196,5 @@ def _read_json(path: Path) -> Any:
 
 
 def _atomic(path: Path, write: Any) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    try:
+    with atomic_path(path) as tmp:  # the project's one atomic write (runtime/cli.py)
         write(tmp)
-        os.replace(tmp, path)
-    except BaseException:  # a second Ctrl-C mid-save: no stray temp file either
-        tmp.unlink(missing_ok=True)
-        raise

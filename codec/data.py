@@ -20,7 +20,6 @@ from typing import Iterator, Sequence
 
 import numpy as np
 import soundfile as sf
-import soxr
 import torch
 from torch.utils.data import DataLoader, Dataset, Sampler
 
@@ -30,8 +29,8 @@ AUDIO_EXTS = frozenset({".wav", ".flac", ".ogg"})
 MAX_GAIN_DB = 30.0
 
 
-class AudioError(ValueError):
-    """An audio file that cannot be used for training (message names the file and the reason)."""
+# One audio reader and one AudioError for the whole project (runtime/audio.py, torch-free).
+from runtime.audio import AudioError, read_audio  # noqa: E402,F401  (AudioError is re-exported)
 
 
 @dataclass(frozen=True)
@@ -70,19 +69,8 @@ def _read_list_file(path: Path) -> list[Path]:
 
 
 def load_audio(path: str | Path, sample_rate: int = 16000) -> np.ndarray:
-    """A whole file as float32 mono ``(n,)`` at ``sample_rate``; AudioError if unreadable or empty."""
-    try:
-        data, sr = sf.read(str(path), dtype="float32", always_2d=True)
-    except Exception as exc:  # soundfile raises LibsndfileError/RuntimeError/TypeError on bad files
-        raise AudioError(f"{path}: unreadable audio ({exc})") from exc
-    if data.size == 0:
-        raise AudioError(f"{path}: empty audio (0 samples)")
-    mono = data.mean(axis=1)
-    if sr != sample_rate:
-        mono = soxr.resample(mono, sr, sample_rate, quality="HQ").astype(np.float32)
-    if not np.all(np.isfinite(mono)):
-        raise AudioError(f"{path}: audio holds NaN/inf samples")
-    return np.ascontiguousarray(mono, dtype=np.float32)
+    """A whole file as float32 mono ``(n,)`` at ``sample_rate`` (``runtime.audio.read_audio``)."""
+    return read_audio(path, sample_rate)
 
 
 def normalize_loudness(x: np.ndarray, target_rms_db: float = -20.0, peak: float = 0.95) -> np.ndarray:

@@ -41,13 +41,3 @@ def compare(name: str, ref: np.ndarray, test: np.ndarray, min_snr_db: float, ato
     max_abs = float(np.max(np.abs(ref.astype(np.float64) - test))) if ref.size else 0.0
     snr = snr_db(ref, test)
     return Match(name, snr, max_abs, bool(snr >= min_snr_db or max_abs <= atol))
-
-
-def near_tie_mismatches(codes_ref: np.ndarray, codes_test: np.ndarray, gaps: np.ndarray, eps: float) -> tuple[int, int]:
-    """Count code mismatches as (explained by a near-tie, not explained).
-
-    ``gaps`` (M,) is the reference's best-minus-second-best cosine score per query: a mismatch where
-    the gap is below ``eps`` is a legitimate near-tie between two backends' rounding."""
-    diff = np.asarray(codes_ref) != np.asarray(codes_test)
-    ties = diff & (np.asarray(gaps) < eps)
-    return int(ties.sum()), int((diff & ~ties).sum())

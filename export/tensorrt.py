@@ -22,10 +22,11 @@ from typing import Any
 import numpy as np
 
 from export.compare import Match, compare
+from kernels.tolerances import TOLERANCES
 from runtime.bundle import MANIFEST, Bundle, BundleError, GraphSpec, sha256_file
 from runtime.cli import atomic_path, fatal, reraise_interrupt, run_cli
 
-TRT_FP32_MIN_SNR_DB = 50.0
+TRT_FP32_MIN_SNR_DB = float(TOLERANCES["codec_trt_fp32_vs_torch"].min_snr_db)  # the one tolerance table
 WORKSPACE_BYTES = 1 << 30
 INSTALL_HINT = ("TensorRT is not installed (import tensorrt failed: {err}). It needs an NVIDIA GPU with CUDA: "
                 "`pip install 'tensorrt>=10'` there, or use the onnxruntime providers (cpu/cuda) instead.")

@@ -18,10 +18,13 @@ import numpy as np
 
 from export.compare import Match, compare
 from runtime.codec import CodecSession
-from runtime.rvq import top2_gap
+from kernels.reference import code_mismatches as _code_mismatches
+from kernels.reference import rvq_reference
+from kernels.tolerances import TOLERANCES
 
-ORT_MIN_SNR_DB = 60.0
-NEAR_TIE_EPS = 1e-4
+# The gate is a row of the project's one tolerance table.
+ORT_MIN_SNR_DB = float(TOLERANCES["codec_ort_cpu_vs_torch"].min_snr_db)
+NEAR_TIE_EPS = float(TOLERANCES["codec_ort_cpu_vs_torch"].tie_eps)
 
 
 @dataclass
@@ -57,44 +60,15 @@ class Report:
 
 def reference_codes(latent: np.ndarray, tables: list[tuple[np.ndarray, np.ndarray]],
                     strides: tuple[int, ...]) -> tuple[list[np.ndarray], list[np.ndarray]]:
-    """Codes and top-2 score gaps per layer for ``latent (T, D)`` (float64 residual, numpy)."""
-    residual = np.asarray(latent, dtype=np.float64).copy()
-    T, D = residual.shape
-    codes, gaps = [], []
-    for (rows, normed), s in zip(tables, strides):
-        pooled = residual.reshape(T // s, s, D).mean(axis=1)
-        q = pooled / np.maximum(np.linalg.norm(pooled, axis=1, keepdims=True), 1e-12)
-        idx = np.argmax(q @ normed.astype(np.float64).T, axis=1)
-        residual -= np.repeat(rows[idx].astype(np.float64), s, axis=0)
-        codes.append(idx)
-        gaps.append(top2_gap(pooled, normed))
+    """Codes and top-2 score gaps per layer for ``latent (T, D)`` (``kernels.reference.rvq_reference``)."""
+    codes, gaps, _ = rvq_reference(latent, tables, strides)
     return codes, gaps
 
 
 def code_mismatches(ref: list[np.ndarray], test: list[np.ndarray], gaps: list[np.ndarray],
                     strides: tuple[int, ...], eps: float = NEAR_TIE_EPS) -> dict[str, int]:
-    """Compare codes layer by layer per group: a mismatch at a near-tie is excused, and the group's
-    later layers are skipped (their residual legitimately differs)."""
-    groups = len(ref[0])
-    out = {"total": 0, "mismatch": 0, "near_tie": 0, "hard": 0}
-    if [len(c) for c in ref] != [len(c) for c in test]:
-        out.update(hard=1, total=sum(len(c) for c in ref))
-        return out
-    for g in range(groups):
-        for r, t, gap, s in zip(ref, test, gaps, strides):
-            n = strides[0] // s
-            sl = slice(g * n, (g + 1) * n)
-            diff = r[sl] != t[sl]
-            out["total"] += n
-            if not diff.any():
-                continue
-            out["mismatch"] += int(diff.sum())
-            if (gap[sl][diff] < eps).all():
-                out["near_tie"] += int(diff.sum())
-                break
-            out["hard"] += int(diff.sum())
-            break
-    return out
+    """``kernels.reference.code_mismatches`` (the one near-tie rule) at this gate's epsilon."""
+    return _code_mismatches(ref, test, gaps, strides, eps)
 
 
 def check_step_graph(session: CodecSession, name: str, golden: dict[str, np.ndarray], min_snr: float) -> list[Match]:

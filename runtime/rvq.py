@@ -12,17 +12,9 @@ from typing import Any, ContextManager, Sequence
 import numpy as np
 
 from kernels.cpu import NumpyRvq
+from kernels.reference import dequantize, top2_gap  # noqa: F401  (the runtime's names for them)
 
 Tables = Sequence[tuple[np.ndarray, np.ndarray]]
-
-
-def top2_gap(queries: np.ndarray, normed: np.ndarray) -> np.ndarray:
-    """Best minus second-best cosine score per query ``(M,)``: how close each search was to a tie."""
-    q = np.asarray(queries, dtype=np.float64)
-    q = q / np.maximum(np.linalg.norm(q, axis=1, keepdims=True), 1e-12)
-    scores = q @ np.asarray(normed, dtype=np.float64).T
-    part = -np.partition(-scores, 1, axis=1)[:, :2]
-    return (part[:, 0] - part[:, 1]).astype(np.float32)
 
 
 def make_rvq(tables: Tables, strides: Sequence[int] = (4, 2, 1)) -> NumpyRvq:
@@ -37,15 +29,6 @@ def make_rvq(tables: Tables, strides: Sequence[int] = (4, 2, 1)) -> NumpyRvq:
 def rvq_step(latent: np.ndarray, tables: Tables, strides: Sequence[int] = (4, 2, 1)) -> tuple[list[np.ndarray], np.ndarray]:
     """One-shot quantisation of complete groups of latent frames ``(T, D)``."""
     return make_rvq(tables, strides)(latent)
-
-
-def dequantize(codes: Sequence[np.ndarray], rows: Sequence[np.ndarray], strides: Sequence[int]) -> np.ndarray:
-    """Summed quantised latent ``(T, D)`` from codes per layer (the decoder graph's input, transposed)."""
-    total = None
-    for c, r, s in zip(codes, rows, strides):
-        q = np.repeat(r[np.asarray(c, dtype=np.int64)], s, axis=0)
-        total = q if total is None else total + q
-    return np.asarray(total, dtype=np.float32)
 
 
 @lru_cache(maxsize=1)

@@ -83,9 +83,9 @@ def test_bad_files_are_skipped_with_their_names(tmp_path):
     for name in ("empty.wav", "corrupt.wav", "short.flac"):
         assert name in msg
     assert "good.wav" not in msg and [c.path.name for c in ds.clips] == ["good.wav"]
-    with pytest.raises(AudioError, match="empty"):
+    with pytest.raises(AudioError, match="empty|no samples"):
         load_audio(empty)
-    with pytest.raises(AudioError, match="unreadable"):
+    with pytest.raises(AudioError, match="cannot read"):
         load_audio(corrupt)
     only_bad = tmp_path / "bad"
     only_bad.mkdir()

@@ -23,16 +23,11 @@ def _latents(frames: int, batch: int = 2, seed: int = 0) -> torch.Tensor:
 
 
 def _reference_codes(z: np.ndarray, tables: list[np.ndarray], strides: tuple[int, ...]) -> list[np.ndarray]:
-    """float64 numpy re-statement of official-llm-codec.md §3 for one item ``z (latent, T)``."""
-    residual, codes = z.astype(np.float64), []
-    for rows, stride in zip(tables, strides):
-        pooled = residual.reshape(residual.shape[0], -1, stride).mean(axis=2)  # groups aligned to frame 0
-        unit = pooled / np.maximum(np.linalg.norm(pooled, axis=0, keepdims=True), 1e-12)
-        table = rows / np.linalg.norm(rows, axis=1, keepdims=True)
-        idx = np.argmax(table @ unit, axis=0)
-        residual = residual - np.repeat(rows[idx].T, stride, axis=1)
-        codes.append(idx)
-    return codes
+    """The project's one float64 reference (kernels.reference) for one item ``z (latent, T)``."""
+    from kernels.reference import rvq_reference
+
+    normed = [r / np.linalg.norm(r, axis=1, keepdims=True) for r in tables]
+    return rvq_reference(z.T, list(zip(tables, normed)), strides)[0]
 
 
 @torch.no_grad()

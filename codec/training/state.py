@@ -9,6 +9,8 @@ from pathlib import Path
 from typing import Any
 
 import torch
+
+from runtime.cli import atomic_path
 import torch.distributed as dist
 
 TRAIN_STATE_FILE = "train_state.pt"
@@ -59,14 +61,9 @@ def read_metrics(path: str | Path) -> list[dict[str, float]]:
 
 
 def save_train_state(directory: Path, state: dict[str, Any]) -> None:
-    """Write ``train_state.pt`` atomically (temp file + rename)."""
-    tmp = directory / (TRAIN_STATE_FILE + ".tmp")
-    try:
+    """Write ``train_state.pt`` atomically (``runtime.cli.atomic_path``: temp file + rename)."""
+    with atomic_path(directory / TRAIN_STATE_FILE) as tmp:
         torch.save(state, tmp)
-        os.replace(tmp, directory / TRAIN_STATE_FILE)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
 
 
 def load_train_state(directory: Path) -> dict[str, Any]:

@@ -15,14 +15,12 @@ Wilson 95 % intervals; every model sees the same episodes (same seed).
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 import time
 from pathlib import Path
 from typing import Sequence
 
-os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
-os.environ.setdefault("OMP_WAIT_POLICY", "passive")
+import runtime.threads  # noqa: E402,F401  (the one thread environment: set before numpy/llama.cpp)
 
 import numpy as np  # noqa: E402
 

@@ -14,7 +14,6 @@ files (a second Ctrl-C aborts). Errors are one line on stderr (exit 1).
 from __future__ import annotations
 
 import argparse
-import os
 import signal
 import sys
 import threading
@@ -23,8 +22,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Iterator, Sequence
 
-os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")  # see runtime/run.py: BLAS threads beside llama.cpp
-os.environ.setdefault("OMP_WAIT_POLICY", "passive")
+import runtime.threads  # noqa: E402,F401  (the one thread environment: set before numpy/llama.cpp)
 
 from runtime.cli import EXIT_INTERRUPTED, check_output_file, fatal, reraise_interrupt, run_cli  # noqa: E402
 

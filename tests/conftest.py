@@ -7,8 +7,7 @@ from pathlib import Path
 
 # llama.cpp's OpenMP workers busy-wait and OpenBLAS spawns a thread per core: on a 2-core CI box the
 # two fight each other and few-shot runs get 20-70x slower. Set before numpy / llama.cpp load.
-os.environ.setdefault("OMP_WAIT_POLICY", "passive")
-os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
+import runtime.threads  # noqa: E402,F401  (the one thread environment: set before numpy/llama.cpp)
 # Triton's interpreter must be chosen before triton itself is first imported (torch._dynamo pulls it
 # in): with no NVIDIA device the Triton tests run on the CPU under TRITON_INTERPRET=1.
 if not Path("/dev/nvidiactl").exists():

@@ -12,7 +12,6 @@ process (tests/export_fixtures.py does the same).
 from __future__ import annotations
 
 import ctypes
-import os
 import shutil
 from pathlib import Path
 
@@ -23,7 +22,7 @@ from fixtures_llm import DATA, VOCAB_GGUF
 # llama.cpp's OpenMP workers spin while waiting; on a busy 2-core box (and once scipy is loaded)
 # that made each decoded token 15-300x slower. libgomp reads this when llama_cpp first loads it.
 # The CLIs set the same default (runtime/run.py); conftest.py is the better home for it.
-os.environ.setdefault("OMP_WAIT_POLICY", "passive")
+import runtime.threads  # noqa: E402,F401  (the one thread environment: set before numpy/llama.cpp)
 
 WORDS = 256
 _CACHE: dict[str, object] = {}

@@ -29,24 +29,12 @@ from runtime.tasks.common import FewShotEngine, TaskOptions, fix_length
 
 def timed_encode(stream: CodecStream, pcm: np.ndarray, stats: StreamStats, flush: bool = False) -> list[GroupCodes]:
     """``stream.encode(pcm)`` (+ ``flush()``), recording the search and the rest as "encode"."""
-    searched = [0.0]
-    rvq = stream._rvq  # CodecStream's per-stream search callable; wrapped only to time it
-
-    def timed_rvq(latent: np.ndarray):
-        t0 = time.perf_counter()
-        try:
-            return rvq(latent)
-        finally:
-            searched[0] += time.perf_counter() - t0
-
-    stream._rvq = timed_rvq
+    searched = stream.search_seconds
     t0 = time.perf_counter()
-    try:
-        groups = stream.encode(pcm) + (stream.flush() if flush else [])
-    finally:
-        stream._rvq = rvq
-    stats.add("encode", time.perf_counter() - t0 - searched[0])
-    stats.add("search", searched[0])
+    groups = stream.encode(pcm) + (stream.flush() if flush else [])
+    searched = stream.search_seconds - searched
+    stats.add("encode", time.perf_counter() - t0 - searched)
+    stats.add("search", searched)
     return groups
 
 

@@ -180,3 +180,20 @@ def test_cli_subprocess_no_traceback(bundle, tmp_path):
                            "--codec", str(bad)], cwd=REPO, capture_output=True, text=True, timeout=60)
     assert proc.returncode == 1
     assert "Traceback" not in proc.stderr and "unknown format_version 99" in proc.stderr
+
+
+def test_stream_buffers_stay_fixed_when_input_is_sliced(session):
+    """A long input fed in one call is processed in slices of fixed-size buffers; the codes equal
+    those of the same audio fed chunk by chunk (the sliced plan is the same up to group boundaries)."""
+    from runtime.codec_stream import CodecStream
+
+    speech = real_speech(seconds=1.5)
+    small = CodecStream(session, max_slice_seconds=0.25)
+    sizes = (small._pcm.shape, small._lat.shape)
+    whole = small.encode(speech) + small.flush()
+    assert (small._pcm.shape, small._lat.shape) == sizes and small.search_seconds > 0
+    ref = session.new_stream()
+    pieces = [c for i in range(0, len(speech), 1920) for c in ref.encode(speech[i:i + 1920])] + ref.flush()
+    assert len(whole) == len(pieces) == -(-len(speech) // 1920)
+    for a, b in zip(whole, pieces):
+        assert all(np.array_equal(x, y) for x, y in zip(a, b))

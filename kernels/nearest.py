@@ -109,7 +109,9 @@ def _nearest_kernel(
         acc = tl.zeros([BLOCK_M, BLOCK_N], tl.float32)
         for k0 in range(0, D, BLOCK_K):
             kk = k0 + rk
-            q = _load_query(q_ptr, rm, kk, m_mask, D, stride_qm, stride_qd, POOL)
+            # Normalise in fp32 *before* rounding to the table dtype: an unnormalised fp16 query
+            # overflows above 65504 and loses small residuals to subnormals.
+            q = _load_query(q_ptr, rm, kk, m_mask, D, stride_qm, stride_qd, POOL) * inv_norm[:, None]
             c = tl.load(c_ptr + rn[:, None] * stride_cn + kk[None, :] * stride_cd,
                         mask=n_mask[:, None] & (kk[None, :] < D), other=0.0)
             if UPCAST:  # the interpreter's bf16 tl.dot is wrong: round to bf16, dot in fp32
@@ -125,7 +127,7 @@ def _nearest_kernel(
         best = tl.where(better, tile_best, best)
         best_idx = tl.where(better, tile_arg + n0, best_idx)
     out = rm * num_splits + pid_s
-    tl.store(part_score_ptr + out, best * inv_norm, mask=m_mask)
+    tl.store(part_score_ptr + out, best, mask=m_mask)
     tl.store(part_idx_ptr + out, best_idx, mask=m_mask)
 
 
@@ -191,8 +193,8 @@ def nearest_codeword_triton(queries: torch.Tensor, codebook: torch.Tensor, *, po
                             allow_tf32: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
     """Fused cosine nearest codeword.
 
-    queries ``(M * pool, D)`` any float dtype (cast to the codebook dtype for the dot; norms in
-    fp32); codebook ``(N, D)`` fp16/bf16/fp32, L2-normalised. ``pool > 1`` averages each run of
+    queries ``(M * pool, D)`` any float dtype (normalised in fp32, then cast to the codebook dtype
+    for the dot); codebook ``(N, D)`` fp16/bf16/fp32, L2-normalised. ``pool > 1`` averages each run of
     ``pool`` consecutive query rows first. ``num_splits`` overrides the N split (tests);
     ``allow_tf32`` lets fp32 use TF32 tensor cores (off: fp32 must match torch fp32).
     Returns ``idx (M,) int64``, ``score (M,) float32`` on the queries' device.

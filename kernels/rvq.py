@@ -66,9 +66,13 @@ def rvq_step_triton(latent: torch.Tensor, tables: Tables, strides: Sequence[int]
     x, b, t, d = _as_btd(latent, tables, strides)
     flat = x.reshape(b * t, d)
     if out is None:
-        residual, quant = torch.empty_like(flat, dtype=torch.float32), torch.empty_like(flat, dtype=torch.float32)
+        # Plain row-major buffers: empty_like would copy the strides of a non-contiguous latent, and
+        # the update kernel indexes its buffers as (F, D) row-major.
+        residual, quant = (torch.empty((b * t, d), dtype=torch.float32, device=flat.device) for _ in range(2))
     else:
         residual, quant = out
+        if not (residual.is_contiguous() and quant.is_contiguous()):
+            raise ValueError("rvq_step_triton: the out= work buffers must be contiguous (B*T, D) float32")
     residual.copy_(flat)
     codes = []
     for l, ((rows, normed), s) in enumerate(zip(tables, strides)):

@@ -157,6 +157,26 @@ def test_rvq_step_matches_reference(shape: tuple[int, ...]) -> None:
         np.testing.assert_array_equal(c.cpu().numpy(), nc)
 
 
+def test_rvq_step_on_a_non_contiguous_latent() -> None:
+    """A transposed view (what `latent.T` of a decoder-layout tensor gives) quantises like its copy."""
+    tables = make_tables(24)
+    base = torch.randn(24, 8, generator=torch.Generator().manual_seed(2)).to(DEV)
+    view = base.T  # (8, 24), not contiguous
+    assert not view.is_contiguous()
+    codes, quant = kernels.rvq_step(view, tables, backend="triton")
+    r_codes, r_quant = kr.rvq_step_reference(view.contiguous(), tables)
+    assert all(torch.equal(c.cpu(), rc.cpu()) for c, rc in zip(codes, r_codes))
+    assert_values_close(quant, r_quant, TOLERANCES["rvq_triton_f32_vs_ref"], what="quantised")
+
+
+def test_large_queries_do_not_overflow_an_f16_table() -> None:
+    """Queries are normalised in fp32 before the fp16 dot: |q| of 1e6 must not become inf."""
+    q, cb = make_case(8, 64, 32, torch.float16, seed=3)
+    idx, score = kernels.nearest_codeword(q * 1e6, cb, backend="triton")
+    assert torch.isfinite(score).all()
+    check_codes(idx, full_scores(q, cb), TOLERANCES["nearest_triton_f16_vs_ref"], what="large queries")
+
+
 def test_dispatcher_and_errors() -> None:
     q, cb = make_case(3, 64, 16, torch.float32)
     idx, _ = kernels.nearest_codeword(q, cb, backend="triton")

@@ -39,16 +39,29 @@ class TensorRTUnavailable(RuntimeError):
     """TensorRT (>= 10) or a CUDA device is not available."""
 
 
-def import_tensorrt() -> Any:
-    """``import tensorrt`` with a clear, actionable error where it is missing or too old."""
+def import_tensorrt(fp16: bool = False) -> Any:
+    """``import tensorrt`` with a clear, actionable error where it is missing, too old, or (for fp16
+    engines) TensorRT 11+: its networks are always strongly typed and it removed ``BuilderFlag.FP16``,
+    the precision-constraint flags and per-layer precision hints this exporter's fp16 path uses."""
     try:
         import tensorrt as trt
     except ImportError as e:
         reraise_interrupt(e)
         raise TensorRTUnavailable(INSTALL_HINT.format(err=e)) from None
-    if int(trt.__version__.split(".")[0]) < 10:
-        raise TensorRTUnavailable(f"TensorRT {trt.__version__} found; this exporter needs TensorRT >= 10")
+    check_version(trt.__version__, fp16)
     return trt
+
+
+def check_version(version: str, fp16: bool) -> None:
+    """Raise ``TensorRTUnavailable`` for a TensorRT this exporter cannot drive (see ``import_tensorrt``)."""
+    major = int(version.split(".")[0])
+    if major < 10:
+        raise TensorRTUnavailable(f"TensorRT {version} found; this exporter needs TensorRT 10 (pip install "
+                                  "'tensorrt>=10,<11')")
+    if major >= 11 and fp16:
+        raise TensorRTUnavailable(f"TensorRT {version} builds strongly typed networks only (no BuilderFlag.FP16 "
+                                  "or precision constraints): build fp32 engines (drop --fp16) or install "
+                                  "TensorRT 10 for fp16 (pip install 'tensorrt>=10,<11')")
 
 
 def engine_graphs(bundle: Bundle) -> list[GraphSpec]:
@@ -188,7 +201,7 @@ def record_engine(manifest: dict[str, Any], graph: GraphSpec, fp16: bool, file: 
 
 def export_engines(bundle_dir: Path, fp16: bool, log: Any = print) -> bool:
     """Build, check and record fp32 engines (and fp16 ones with ``fp16``); False if an fp32 check fails."""
-    trt = import_tensorrt()
+    trt = import_tensorrt(fp16)
     bundle = Bundle(bundle_dir)
     import torch
 

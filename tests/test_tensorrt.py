@@ -124,3 +124,14 @@ def test_real_engines_match_golden(bundle_dir, tmp_path):
     runner = T.EngineRunner(trt, (b / engines["decoder_step_c4"]["fp32"]["file"]).read_bytes())
     out = runner({k[3:]: v[0] for k, v in golden.items() if k.startswith("in.")})
     assert np.allclose(out["audio"], golden["out.audio"][0], atol=1e-3)
+
+
+@pytest.mark.parametrize("version, fp16, message", [
+    pytest.param("8.6.1", False, "needs TensorRT 10", id="too-old"),
+    pytest.param("11.0.0", True, "strongly typed", id="trt11-fp16"),
+])
+def test_unsupported_tensorrt_versions_are_one_line_errors(version, fp16, message):
+    with pytest.raises(T.TensorRTUnavailable, match=message):
+        T.check_version(version, fp16)
+    T.check_version("10.13.0", fp16)  # TensorRT 10 builds both
+    T.check_version("11.0.0", False)  # fp32 engines still build with 11

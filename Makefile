@@ -8,6 +8,7 @@ STAMP := $(VENV)/.installed
 .PHONY: test venv demo demo-pipeline models system-deps clean-venv
 
 test: system-deps models
+	$(PY) -m ruff check .
 	$(PY) -m pytest -q
 
 venv: $(STAMP)

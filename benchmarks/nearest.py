@@ -204,7 +204,8 @@ COLUMNS = [("m", "M", ""), ("n", "N", ""), ("d", "D", ""), ("dtype", "dtype", ""
 def write_markdown(path: Path, recs: list[dict[str, Any]], env: dict[str, Any], note: str) -> None:
     ran = [r for r in recs if "p50_ms" in r]
     head = (f"# Nearest codeword benchmark\n\n{note}\n\ncpu: {env['cpu']} ({env['cpu_cores']} cores), "
-            f"load average {env['loadavg_1m']}, thread env {env['thread_env'] or 'default'}, gpu: {env['gpu']}, git {env['git_sha']}, versions {env['versions']}, "
+            f"load average {env['loadavg_1m']}, thread env {env['thread_env'] or 'default'}, gpu: {env['gpu']}, "
+            f"git {env['git_sha']}, versions {env['versions']}, "
             f"numpy BLAS {env['numpy_blas']}\n\n")
     skipped = sorted({f"{r['backend']} m={r['m']} n={r['n']} d={r['d']}" for r in recs if "skipped" in r})
     legend = ("\n× torch / × faiss = the peer's p50 / this row's p50 (> 1: faster than the peer). "

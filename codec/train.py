@@ -29,7 +29,7 @@ if __name__ == "__main__":  # torch takes seconds to load: a Ctrl-C meanwhile ex
 
 import torch  # noqa: E402
 
-from codec.checkpoint import CONFIG_FILE, VOCAB_FILE, WEIGHTS_FILE, save_checkpoint
+from codec.checkpoint import CONFIG_FILE, VOCAB_FILE, WEIGHTS_FILE
 from codec.config import PRESETS, CodecConfig, preset
 from codec.data import AudioDataset, ShardedEpochSampler, collate, make_loader
 from codec.discriminator import discriminator_for

@@ -13,7 +13,6 @@ CLI: ``python -m export.tiny_llm --out tiny.gguf [--dim 64 --layers 2 --seed 0 -
 from __future__ import annotations
 
 import argparse
-import sys
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Sequence

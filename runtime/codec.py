@@ -10,7 +10,7 @@ from __future__ import annotations
 import hashlib
 import warnings
 from pathlib import Path
-from typing import Sequence
+from typing import TYPE_CHECKING, Sequence
 
 import numpy as np
 
@@ -18,6 +18,9 @@ from runtime.audio import read_audio, write_audio
 from runtime.bundle import Bundle, BundleError, graph_name
 from runtime.rvq import blas_single_thread, dequantize, rvq_step
 from runtime.tokens_file import TokensFile
+
+if TYPE_CHECKING:
+    from runtime.codec_stream import CodecStream
 
 PROVIDERS = {
     "cpu": ["CPUExecutionProvider"],

@@ -8,7 +8,9 @@ traceback. Standard library only: the torch-free runtime imports it.
 from __future__ import annotations
 
 import os
+import signal
 import sys
+import threading
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Callable, Iterator, NoReturn, Sequence
@@ -47,7 +49,13 @@ def reraise_interrupt(e: BaseException) -> None:
 
 
 def run_cli(main: Callable[[Sequence[str] | None], int], argv: Sequence[str] | None = None) -> int:
-    """``main(argv)``, with Ctrl-C turned into :func:`interrupted` (exit status 130)."""
+    """``main(argv)``, with Ctrl-C turned into :func:`interrupted` (exit status 130).
+
+    SIGINT gets Python's default handler even when the process started with it ignored (a job put in
+    the background by a non-interactive shell inherits SIG_IGN, and Python then never raises
+    KeyboardInterrupt), so an interrupt always stops the tool cleanly."""
+    if threading.current_thread() is threading.main_thread():
+        signal.signal(signal.SIGINT, signal.default_int_handler)
     try:
         return main(argv)
     except KeyboardInterrupt:

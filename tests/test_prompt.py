@@ -120,3 +120,18 @@ def test_bad_audio_and_modes_rejected(enc):
         build_episode_prompt(enc, [], Q, layout="zigzag")
     with pytest.raises(ValueError, match="empty"):
         audio_span(AudioTokens([]), "major", "semantic")
+
+
+def test_tokens_per_group_come_from_the_bundle_strides():
+    from runtime.prompt import tokens_per_group
+
+    assert tokens_per_group((4, 2, 1)) == (1, 2, 4)
+    per = tokens_per_group((2, 1, 1))  # another codec: 1, 2, 2 tokens per group
+    a = AudioTokens([1, 2], [3, 4, 5, 6], [7, 8, 9, 10])
+    assert span_layer_schedule(2, "interleaved", "all", per) == [1, 2, 2, 3, 3] * 2
+    assert audio_span(a, "interleaved", "all", per) == [1, 3, 4, 7, 8, 2, 5, 6, 9, 10]
+    assert split_audio_span(audio_span(a, "major", "all", per), "major", "all", 2, per) == a
+    with pytest.raises(ValueError, match="1g, 2g, 4g"):
+        audio_span(a, "major", "all")  # the default (4, 2, 1) layout does not fit these lengths
+    with pytest.raises(ValueError, match="three codec layers"):
+        tokens_per_group((4, 1))

@@ -5,7 +5,7 @@ PY := $(VENV)/bin/python
 PIP := $(PY) -m pip
 STAMP := $(VENV)/.installed
 
-.PHONY: test venv demo demo-pipeline models system-deps clean-venv
+.PHONY: test venv demo demo-pipeline models report system-deps clean-venv
 
 test: system-deps models
 	$(PY) -m ruff check .
@@ -36,6 +36,11 @@ demo: models
 		--codec $(DEFAULT)/codec --force
 	@echo "demo outputs in $(OUT)/ (denoised.wav, roundtrip.wav)"
 
+# The benchmark report (benchmarks/results/<machine>/REPORT.md); REPORT_ARGS=--quick for a few-minute run.
+REPORT_ARGS ?=
+report: models
+	$(PY) -m benchmarks.report $(REPORT_ARGS) --force
+
 # The training pipeline end to end in ~4 minutes: a tiny LLaMA GGUF with the real LLaMA-2 vocabulary,
 # a short causal-codec training run on FSDD, ONNX export (self-verified), a torch-free round trip.
 DATA ?= ../shared/data
@@ -51,12 +56,14 @@ demo-pipeline: $(STAMP)
 
 # libportaudio2: microphone I/O (sounddevice); wamerican: the English word list that picks the
 # codec's layer-1 whole-word table (/usr/share/dict/words); pulseaudio: a real, clock-paced virtual
-# audio device (null sink) for the live-stream tests on machines without a sound card.
+# audio device (null sink) for the live-stream tests on machines without a sound card; codec2 and
+# opus-tools: the codec peers of benchmarks.report / benchmarks.codec_peers.
 system-deps:
-	@if ! ldconfig -p | grep -q libportaudio.so.2 || [ ! -f /usr/share/dict/words ] || ! command -v pulseaudio >/dev/null; then \
+	@if ! ldconfig -p | grep -q libportaudio.so.2 || [ ! -f /usr/share/dict/words ] || ! command -v pulseaudio >/dev/null \
+		|| ! command -v c2enc >/dev/null || ! command -v opusenc >/dev/null; then \
 		(apt-get update && apt-get install -y --no-install-recommends libportaudio2 wamerican \
-		 pulseaudio pulseaudio-utils libasound2-plugins) \
-		|| echo "warning: could not install libportaudio2/wamerican/pulseaudio with apt-get"; \
+		 pulseaudio pulseaudio-utils libasound2-plugins codec2 opus-tools) \
+		|| echo "warning: could not install libportaudio2/wamerican/pulseaudio/codec2/opus-tools with apt-get"; \
 	fi
 
 # torch is pinned first so the CPU build is taken (an unpinned torch pulls GBs of CUDA wheels).
@@ -68,7 +75,7 @@ $(STAMP): pyproject.toml
 	$(PIP) install -q --upgrade pip wheel setuptools
 	$(PIP) install -q torch==2.13.0
 	CMAKE_ARGS="-DGGML_NATIVE=OFF" $(PIP) install -q "llama-cpp-python>=0.3"
-	$(PIP) install -q -e ".[cpu,train,kernels,test,llm]"
+	$(PIP) install -q -e ".[cpu,train,kernels,test,llm,bench]"
 	touch $(STAMP)
 
 clean-venv:

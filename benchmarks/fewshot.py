@@ -33,6 +33,7 @@ os.environ.setdefault("OMP_WAIT_POLICY", "passive")
 import numpy as np  # noqa: E402
 
 from runtime.cli import fatal, run_cli  # noqa: E402
+from runtime.lm_flags import add_llm_flags  # noqa: E402
 
 AUDIO_EXT = (".wav", ".flac", ".ogg", ".mp3")
 
@@ -220,11 +221,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--temperature", type=float, default=0.0)
     p.add_argument("--out", type=Path, default=None, help="JSON lines: one per episode, then a summary")
     p.add_argument("--force", action="store_true", help="overwrite --out")
+    add_llm_flags(p)
     return p
 
 
 def run(a: argparse.Namespace) -> int:
     from runtime.defaults import resolve
+    from runtime.lm_flags import draft_kwargs, engine_kwargs
     from runtime.tasks import TaskOptions, open_engine
 
     a.model, a.codec, _ = resolve(a.task, a.model, a.codec, None, need_demos=False)
@@ -236,8 +239,8 @@ def run(a: argparse.Namespace) -> int:
         raise BenchError(f"{a.out} exists (pass --force to overwrite)")
     opts = TaskOptions(shots=a.shots, repeats=a.repeats, layers=a.layers, layout=a.layout,
                        induction=a.induction == "on", temperature=a.temperature, seed=a.seed,
-                       clip_seconds=a.clip_seconds, crop=a.crop).with_defaults(a.task)
-    engine = open_engine(a.model, a.codec, n_ctx=a.n_ctx, threads=a.threads, seed=a.seed)
+                       clip_seconds=a.clip_seconds, crop=a.crop, **draft_kwargs(a)).with_defaults(a.task)
+    engine = open_engine(a.model, a.codec, n_ctx=a.n_ctx, threads=a.threads, seed=a.seed, **engine_kwargs(a))
     records: list[dict] = []
     fn = run_classify if a.task == "classify" else run_denoise
     summary = fn(a, engine, opts, records.append)

@@ -3,6 +3,9 @@
 ``python -m benchmarks.llm_speed --model M.gguf [--threads N --n-ctx 2048 --prefix-tokens 1024
 --gen-tokens 64]``; without --model a tiny LLaMA with the LLaMA-2 vocabulary is built
 (--tiny-dim/--tiny-layers). Prints one JSON line per measurement, then a Markdown table.
+``--tasks`` adds the task-level figures on a real pair (default: models/default; benchmarks/llm_draft.py):
+plain vs draft-and-verify decoding on real denoise spans (tokens/s, acceptance, agreement), the
+denoise real-time factor, batched vs sequential label scoring, cold vs cached-prefix start.
 Helpers are local (benchmarks/common.py did not exist when this was written).
 """
 from __future__ import annotations
@@ -123,7 +126,17 @@ def main(argv: Sequence[str] | None = None) -> int:
     ap.add_argument("--reps", type=int, default=5)
     ap.add_argument("--warmup", type=int, default=1)
     ap.add_argument("--json-out", type=Path, default=None, help="also append the JSON lines here")
+    ap.add_argument("--tasks", action="store_true",
+                    help="task-level figures on a real pair (draft decoding, labels, start, denoise RTF)")
+    ap.add_argument("--skip-synthetic", action="store_true", help="with --tasks: only the task-level figures")
+    ap.add_argument("--codec", type=Path, default=None, help="--tasks: codec bundle (default: models/default/codec)")
+    ap.add_argument("--denoise-files", type=Path, nargs="+", default=None,
+                    help="--tasks: noisy recordings (default: models/default/examples/noisy_*.wav)")
+    ap.add_argument("--max-chunks", type=int, default=8, help="--tasks: denoise chunks (spans) decoded per drafter")
+    ap.add_argument("--max-draft", type=int, default=8, help="--tasks: draft tokens per verification batch")
     a = ap.parse_args(argv)
+    if a.tasks:
+        return _main_tasks(a)
     if a.prefix_tokens + a.query_tokens + a.gen_tokens > a.n_ctx:
         die(f"prefix+query+gen tokens ({a.prefix_tokens + a.query_tokens + a.gen_tokens}) exceed --n-ctx {a.n_ctx}")
     with tempfile.TemporaryDirectory() as tmp:
@@ -152,6 +165,41 @@ def main(argv: Sequence[str] | None = None) -> int:
     print()
     print(markdown(rows, env, env["model"]))
     return 0
+
+
+def _main_tasks(a: argparse.Namespace) -> int:
+    from benchmarks.llm_draft import run_tasks
+    from runtime.defaults import DEFAULT_ROOT
+
+    files = a.denoise_files or sorted((DEFAULT_ROOT / "examples").glob("noisy_*.wav"))
+    env = {**_env(), "model": str(a.model or "models/default/llm.gguf"), "threads": a.threads,
+           "n_gpu_layers": a.n_gpu_layers, "denoise_files": [str(f) for f in files]}
+    rows = []
+    if not a.skip_synthetic and a.model is not None:
+        lm = FrozenLM(a.model, n_ctx=a.n_ctx, n_threads=a.threads, n_gpu_layers=a.n_gpu_layers)
+        rows += run(lm, a.prefix_tokens, a.query_tokens, a.gen_tokens, a.reps, a.warmup)
+        del lm
+    rows += run_tasks(a.model, a.codec, files, a.threads, a.n_ctx, a.n_gpu_layers, a.max_chunks, a.max_draft, a.reps)
+    rows = [{**r, **env} for r in rows]
+    for r in rows:
+        print(json.dumps(r))
+    if a.json_out:
+        with open(a.json_out, "a") as f:
+            f.writelines(json.dumps(r) + "\n" for r in rows)
+    print()
+    print(task_markdown(rows, env))
+    return 0
+
+
+def task_markdown(rows: Sequence[dict], env: dict) -> str:
+    keys = ("tokens", "tokens_per_s", "p50_ms", "speedup_vs_plain", "acceptance_rate", "verify_passes",
+            "spans_identical_to_plain", "token_agreement_with_plain", "rtf", "speedup_vs_sequential",
+            "max_abs_diff_nat", "load_ms", "prefix_ms", "total_ms", "prefix_speedup")
+    lines = [f"LLM task speed: `{env['model']}` on {env['device']}, {env['threads']} threads, "
+             f"llama_cpp {env['llama_cpp']}, git {env['git']}", "", "| bench | figures |", "|---|---|"]
+    for r in rows:
+        lines.append(f"| {r['bench']} | " + ", ".join(f"{k}={r[k]}" for k in keys if r.get(k) is not None) + " |")
+    return "\n".join(lines)
 
 
 if __name__ == "__main__":

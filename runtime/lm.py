@@ -5,9 +5,16 @@ query, so the KV cache of the longest common prefix with the previous sequence i
 new tokens are evaluated (`stats` counts both). Decoding applies a per-step allowed-token mask to
 the logits, so audio spans can be forced to stay inside a codebook; EOS (id 2) is a legal audio
 token and never ends generation unless the caller lists it in ``stop_ids``.
+
+Evaluations go through our own ``llama_batch`` (`logits_rows`: one logits row per requested
+position, for the draft verifier of `runtime.draft`); label candidates are scored in parallel KV
+sequences sharing the prompt's cells (`label_logprobs`); a prefix's KV state can be saved and
+restored (`sequence_state`, `load_sequence_state`) for `runtime.prefix_cache`.
 """
 from __future__ import annotations
 
+import ctypes
+import weakref
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Sequence, Union
@@ -18,7 +25,14 @@ from runtime.lm_errors import ContextOverflowError, VocabularyMismatchError
 from runtime.vocab import fingerprint_of_bytes
 
 __all__ = ["FrozenLM", "LMStats", "ModelLoadError", "ContextOverflowError", "select_token",
-           "VocabularyMismatchError", "log_softmax"]
+           "VocabularyMismatchError", "log_softmax", "llama_cpp_version"]
+
+
+def llama_cpp_version() -> str:
+    """The llama-cpp-python version (part of the prefix-cache key: KV layouts change between versions)."""
+    import llama_cpp
+
+    return str(llama_cpp.__version__)
 
 # A per-step allowed set: bool mask (V,) or int index array; or a callable / list giving one per step.
 AllowedStep = np.ndarray
@@ -36,6 +50,13 @@ class LMStats:
     evaluated_tokens: int = 0
     reused_tokens: int = 0
     eval_calls: int = 0
+    draft_proposed: int = 0   # draft tokens sent to the verifier
+    draft_accepted: int = 0   # of those, equal to the masked greedy choice
+    verify_calls: int = 0     # batched verification passes (one llama_decode each, or more past n_batch)
+
+    @property
+    def acceptance_rate(self) -> float:
+        return self.draft_accepted / self.draft_proposed if self.draft_proposed else 0.0
 
 
 def log_softmax(logits: np.ndarray) -> np.ndarray:
@@ -52,6 +73,12 @@ def _common_prefix(a: list[int], b: list[int]) -> int:
     n = min(len(a), len(b))
     diff = np.flatnonzero(np.asarray(a[:n]) != np.asarray(b[:n]))
     return int(diff[0]) if diff.size else n
+
+
+def _chunks(start: int, end: int, cap: int) -> list[tuple[int, int]]:
+    """[start, end) cut into batches of at most ``cap`` tokens."""
+    bounds = list(range(start, end, cap)) + [end]
+    return list(zip(bounds[:-1], bounds[1:]))
 
 
 def _check_gguf(path: Path) -> None:
@@ -85,12 +112,19 @@ class FrozenLM:
     (e.g. a codec bundle's); a different GGUF vocabulary raises `VocabularyMismatchError`.
     kv_type: KV-cache precision, "f16" (llama.cpp default, half the memory) or "f32" (exact:
     matches a float64 reference forward to ~1e-5 where f16 is ~1e-3).
+    n_seq_max: parallel KV sequences (one per candidate label in batched `label_logprobs`); the KV
+    cache is unified, so they share the prompt's cells and the n_ctx budget.
+    Exactness on quantised weights: llama.cpp's CPU matmuls take different kernels (one-row
+    gemv, 4-row repacked gemm, llamafile sgemm ...) depending on how many tokens a batch holds, so
+    the same token's logits and KV values differ by up to ~1 logit (Gemma 3 270M Q4_K_M) between
+    batch splits; the same sequence of calls is bit-reproducible. On f32 models all paths agree to
+    ~1e-5.
     """
 
     def __init__(self, model_path: str | Path, n_ctx: int = 2048, n_threads: int | None = None,
                  n_gpu_layers: int = 0, n_batch: int = 512, seed: int = 0,
                  expected_fingerprint: str | None = None, expected_source: str | None = None,
-                 kv_type: str = "f16", verbose: bool = False):
+                 kv_type: str = "f16", verbose: bool = False, n_seq_max: int = 64):
         import llama_cpp
 
         self._lc = llama_cpp
@@ -109,6 +143,7 @@ class FrozenLM:
             why = (f"llama.cpp {llama_cpp.__version__} cannot run architecture {arch!r} or the file is damaged"
                    if arch else "corrupt or truncated GGUF")
             raise ModelLoadError(f"llama.cpp could not load {self.model_path}: {why} ({e})") from e
+        self._open_multi_sequence_context(n_seq_max, verbose)
         tokenizer = self._llm.metadata.get("tokenizer.ggml.model")
         if tokenizer not in (None, "llama"):
             raise ModelLoadError(f"{self.model_path} has a {tokenizer!r} vocabulary; the codec's token tables need a "
@@ -118,9 +153,13 @@ class FrozenLM:
         self.bos_id = int(self._llm.token_bos())
         self.eos_id = int(self._llm.token_eos())
         self.seed = seed
+        self.n_gpu_layers = int(n_gpu_layers)
+        self.kv_type = kv_type
+        self.n_batch = int(n_batch)
         self.stats = LMStats()
         self._cached: list[int] = []  # ids whose KV entries are in the cache, in order
         self._last_logits: np.ndarray | None = None  # logits after the whole of _cached
+        self.prefix_cache = None  # a runtime.prefix_cache.PrefixCache: eval_prefix reads/writes it
         self._prefix: list[int] = []
         self._prefix_logits: np.ndarray | None = None
         self._fingerprint: str | None = None
@@ -130,6 +169,59 @@ class FrozenLM:
                 f"vocabulary mismatch: the LLM {self.model_path} has vocabulary {self.fingerprint}, "
                 f"but the codec tokens{src} were built for {expected_fingerprint}; use the LLM whose "
                 f"embedding table the codec was trained on, or re-export the codec for this LLM")
+
+    def _open_multi_sequence_context(self, n_seq_max: int, verbose: bool) -> None:
+        """Replace the Llama's context by one with ``n_seq_max`` sequences over a unified KV cache.
+
+        llama-cpp-python's constructor exposes neither setting (it opens one sequence), and batched
+        label scoring needs one sequence per candidate. Same model, same parameters otherwise; our
+        own ``llama_batch`` gives every token its position, sequence and logits flag."""
+        from llama_cpp import _internals
+
+        lc, llm = self._lc, self._llm
+        # llama.cpp sizes its output buffer by n_batch: more sequences than that abort at creation.
+        self.n_seq_max = max(1, min(int(n_seq_max), int(lc.llama_max_parallel_sequences()), int(llm.n_batch)))
+        params = llm.context_params
+        params.n_seq_max, params.kv_unified = self.n_seq_max, True
+        old, llm._ctx = llm._ctx, _internals.LlamaContext(model=llm._model, params=params, verbose=verbose)
+        old.close()
+        llm.n_tokens = 0
+        self._batch = lc.llama_batch_init(llm.n_batch, 0, 1)
+        self._batch_cap = int(llm.n_batch)
+        weakref.finalize(self, lc.llama_batch_free, self._batch)
+
+    def _memory(self):
+        return self._lc.llama_get_memory(self._llm.ctx)
+
+    def _decode(self, tokens: Sequence[int], pos: Sequence[int], seq: Sequence[int], want: Sequence[bool]) -> None:
+        """One ``llama_decode``: token i at position pos[i] of sequence seq[i], logits kept where want[i]."""
+        b = self._batch
+        for i, t in enumerate(tokens):
+            b.token[i], b.pos[i], b.n_seq_id[i] = int(t), int(pos[i]), 1
+            b.seq_id[i][0], b.logits[i] = int(seq[i]), bool(want[i])
+        b.n_tokens = len(tokens)
+        rc = self._lc.llama_decode(self._llm.ctx, b)
+        if rc != 0:
+            self.reset()
+            raise RuntimeError(f"llama_decode failed with status {rc}")
+
+    def _row(self, i: int) -> np.ndarray:
+        ptr = self._lc.llama_get_logits_ith(self._llm.ctx, i)
+        return np.ctypeslib.as_array(ptr, shape=(self.n_vocab,)).astype(np.float32, copy=True)
+
+    def truncate(self, n: int) -> None:
+        """Keep only the first ``n`` cached tokens (e.g. back to a demonstration prefix, so two decodes
+        start from the same KV state: evaluations are bit-reproducible only along the same path)."""
+        self._trim(min(int(n), len(self._cached)))
+
+    def _trim(self, n: int) -> None:
+        """Drop KV entries of sequence 0 at positions >= n (and keep Llama's own bookkeeping in step)."""
+        if not self._lc.llama_memory_seq_rm(self._memory(), 0, n, -1):
+            self.reset()
+            raise RuntimeError(f"llama.cpp could not trim the KV cache at position {n}")
+        self._llm.n_tokens = n
+        self._cached = self._cached[:n]
+        self._last_logits = None
 
     # ------------------------------------------------------------ vocabulary
 
@@ -166,15 +258,53 @@ class FrozenLM:
                 f"{what} has {n} tokens but the LLM context (n_ctx) is {self.n_ctx}: shorten the "
                 f"prompt (fewer demonstrations/repeats) or load the model with a larger n_ctx", n, self.n_ctx)
 
-    def _read_logits(self) -> np.ndarray:
-        # logits_all=False keeps only the batch's last row; copy it before the next decode reuses it.
-        ptr = self._lc.llama_get_logits_ith(self._llm.ctx, -1)
-        return np.ctypeslib.as_array(ptr, shape=(self.n_vocab,)).astype(np.float32, copy=True)
-
     def reset(self) -> None:
         """Drop the whole KV cache (the next call evaluates from scratch)."""
         self._llm.reset()
+        self._lc.llama_memory_seq_rm(self._memory(), -1, -1, -1)
         self._cached, self._last_logits = [], None
+
+    @property
+    def prefix_ids(self) -> list[int]:
+        """The prefix last given to `eval_prefix` (a copy; [] if none)."""
+        return list(self._prefix)
+
+    @property
+    def cached_ids(self) -> list[int]:
+        """The ids whose KV entries are in the cache (sequence 0), in order (a copy)."""
+        return list(self._cached)
+
+    def logits_rows(self, ids: Sequence[int], start: int) -> np.ndarray:
+        """Next-token logits after each of ``ids[:start+1] ... ids[:len]``: (len(ids) - start, V) float32.
+
+        Every evaluation goes through here: everything from the cached prefix on is evaluated in
+        batches of up to n_batch tokens with one logits row per position >= ``start``; entries past
+        the common prefix of ``ids`` and the cache are dropped first (a rejected draft's tail).
+        The rows can differ from one-token-at-a-time evaluations in the last bits (Q4_K: up to ~1
+        logit, see the class docstring)."""
+        ids = [int(i) for i in ids]
+        if not 0 <= start < len(ids):
+            raise ValueError(f"start must be in [0, {len(ids)}), got {start}")
+        self._check_fits(len(ids))
+        n = min(_common_prefix(self._cached, ids), start)
+        self._trim(n)
+        rows = []
+        try:
+            for a, b in _chunks(n, len(ids), self._batch_cap):
+                chunk = ids[a:b]
+                pos = range(a, b)
+                self._decode(chunk, pos, [0] * len(chunk), [p >= start for p in pos])
+                rows += [self._row(i) for i, p in enumerate(pos) if p >= start]
+                self._llm.input_ids[a:a + len(chunk)] = chunk
+                self._llm.n_tokens = a + len(chunk)
+                self.stats.eval_calls += 1
+        except Exception:
+            self.reset()
+            raise
+        self._cached, self._last_logits = ids, rows[-1].copy()
+        self.stats.reused_tokens += n
+        self.stats.evaluated_tokens += len(ids) - n
+        return np.stack(rows)
 
     def logits(self, ids: Sequence[int]) -> np.ndarray:
         """Next-token logits (V,) float32 after the sequence ``ids``, reusing the cached prefix."""
@@ -194,30 +324,63 @@ class FrozenLM:
             # The prefix's own logits are kept, so a query's first step needs no re-evaluation.
             self.stats.reused_tokens += len(ids)
             return self._prefix_logits.copy()
-        # At least one token must run to produce logits, so a fully cached sequence replays its last.
-        n = min(_common_prefix(self._cached, ids), len(ids) - 1)
-        self._llm.n_tokens = n  # Llama.eval removes KV entries from n_tokens on (llama_memory_seq_rm)
-        try:
-            self._llm.eval(ids[n:])
-        except Exception:
-            self.reset()  # a failed decode leaves the cache in an unknown state
-            raise
-        self._cached = list(ids)  # a copy: callers (generate) keep appending to theirs
-        self._last_logits = self._read_logits()
-        self.stats.reused_tokens += n
-        self.stats.evaluated_tokens += len(ids) - n
-        self.stats.eval_calls += 1
-        return self._last_logits.copy()
+        return self.logits_rows(ids, len(ids) - 1)[0]
 
     def eval_prefix(self, ids: Sequence[int]) -> np.ndarray:
         """Evaluate a fixed prefix (instruction + demonstrations) once and keep it cached.
 
         Returns its next-token logits (V,). Later `eval`/`score`/`generate` calls whose sequence
-        starts with this prefix evaluate only the tokens after it.
+        starts with this prefix evaluate only the tokens after it. With a ``prefix_cache``
+        (`runtime.prefix_cache.PrefixCache`) the prefix's KV state is read from disk when a verified
+        file exists, and written there after a cold evaluation.
         """
-        out = self.logits(ids)
-        self._prefix, self._prefix_logits = [int(i) for i in ids], out.copy()
+        ids = [int(i) for i in ids]
+        cache = self.prefix_cache
+        if cache is not None and len(ids) > 2 and self._cached[:len(ids)] != ids:
+            self._check_ids(ids)
+            self._check_fits(len(ids))
+            out = cache.restore(self, ids)
+            if out is None:
+                # The last token in a batch of its own, exactly as a restore replays it: the
+                # same kernels, so the verification can demand bit-identical logits.
+                self.logits(ids[:-1])
+                out = self.logits(ids)
+                cache.store(self, ids, out)
+        else:
+            out = self.logits(ids)
+        self._prefix, self._prefix_logits = ids, out.copy()
         return out
+
+    def sequence_state(self) -> bytes:
+        """llama.cpp's serialised KV state of the cached sequence (`cached_ids`)."""
+        ctx = self._llm.ctx
+        size = int(self._lc.llama_state_seq_get_size(ctx, 0))
+        buf = (ctypes.c_uint8 * size)()
+        n = int(self._lc.llama_state_seq_get_data(ctx, buf, size, 0))
+        if n == 0:
+            raise RuntimeError("llama.cpp returned an empty sequence state")
+        return bytes(buf)[:n]
+
+    def load_sequence_state(self, ids: Sequence[int], state: bytes) -> None:
+        """Replace the KV cache by ``state`` (from `sequence_state`), which must hold ``ids``.
+
+        Raises ValueError when llama.cpp refuses it (damaged, other model or layout). The caller
+        verifies the content by replaying a token (`runtime.prefix_cache`)."""
+        ids = [int(i) for i in ids]
+        self._check_ids(ids)
+        self._check_fits(len(ids))
+        self.reset()
+        buf = (ctypes.c_uint8 * len(state)).from_buffer_copy(state)
+        if int(self._lc.llama_state_seq_set_data(self._llm.ctx, buf, len(state), 0)) == 0:
+            self.reset()
+            raise ValueError("llama.cpp refused the saved sequence state")
+        pos_max = int(self._lc.llama_memory_seq_pos_max(self._memory(), 0))
+        if pos_max != len(ids) - 1:
+            self.reset()
+            raise ValueError(f"the saved state holds {pos_max + 1} positions, expected {len(ids)}")
+        self._llm.input_ids[:len(ids)] = ids
+        self._llm.n_tokens = len(ids)
+        self._cached, self._last_logits = ids, None
 
     def eval(self, ids: Sequence[int]) -> np.ndarray:
         """Logits (V,) after the cached prefix followed by ``ids``."""
@@ -229,25 +392,71 @@ class FrozenLM:
             raise ValueError("score() needs a prefix: call eval_prefix() first")
         return float(self.label_logprobs(self._prefix, [list(ids)])[0])
 
-    def label_logprobs(self, prompt_ids: Sequence[int], candidates: Sequence[Sequence[int]]) -> np.ndarray:
+    def label_logprobs(self, prompt_ids: Sequence[int], candidates: Sequence[Sequence[int]],
+                       batched: bool = True) -> np.ndarray:
         """log P(candidate | prompt) for each candidate continuation: (C,) float64.
 
-        The prompt is evaluated once; each candidate token then costs one cached step.
+        The prompt is evaluated once (its KV cache is kept). ``batched``: every candidate gets its
+        own KV sequence sharing the prompt's cells, and all of them are scored in one
+        ``llama_decode`` (more only past n_batch tokens or n_seq_max - 1 candidates); otherwise
+        each further candidate token is one cached step, one candidate after the other. The two
+        agree to ~1e-5 on f32 models; on Q4_K weights to the kernel noise of the class docstring.
         """
         prompt = [int(i) for i in prompt_ids]
-        self._check_fits(len(prompt) + max((len(c) for c in candidates), default=0), "prompt + candidate")
-        first = log_softmax(self.logits(prompt))
-        out = np.zeros(len(candidates), dtype=np.float64)
-        for ci, cand in enumerate(candidates):
-            cand = [int(t) for t in cand]
+        cands = [[int(t) for t in c] for c in candidates]
+        for ci, cand in enumerate(cands):
             if not cand:
                 raise ValueError(f"candidate {ci} is empty")
             self._check_ids(cand)
-            lp = first[cand[0]]
+        self._check_fits(len(prompt) + max((len(c) for c in cands), default=0), "prompt + candidate")
+        first = log_softmax(self.logits(prompt))
+        out = np.array([first[c[0]] for c in cands], dtype=np.float64)
+        longer = [ci for ci, c in enumerate(cands) if len(c) > 1]
+        if batched and self.n_seq_max > 1 and len(prompt) > 1:
+            for group in self._label_groups(longer, cands):
+                self._score_group(prompt, cands, group, out)
+            return out
+        for ci in longer:
+            cand = cands[ci]
             for j in range(1, len(cand)):
-                lp += log_softmax(self._eval_to(prompt + cand[:j]))[cand[j]]
-            out[ci] = lp
+                out[ci] += log_softmax(self._eval_to(prompt + cand[:j]))[cand[j]]
         return out
+
+    def _label_groups(self, idx: list[int], cands: list[list[int]]) -> list[list[int]]:
+        """Candidates split so a group fits one batch (n_batch tokens, n_seq_max - 1 sequences)."""
+        groups: list[list[int]] = [[]]
+        used = 0
+        for ci in idx:
+            n = len(cands[ci]) - 1  # all but the candidate's last token
+            if groups[-1] and (used + n > self._batch_cap or len(groups[-1]) >= self.n_seq_max - 1):
+                groups.append([])
+                used = 0
+            groups[-1].append(ci)
+            used += n
+        return [g for g in groups if g]
+
+    def _score_group(self, prompt: list[int], cands: list[list[int]], group: list[int], out: np.ndarray) -> None:
+        """Score ``group``'s candidates in one decode: candidate i runs in KV sequence i+1, which
+        shares the prompt's cells (a unified cache: copying a sequence only tags cells)."""
+        lc, mem, P = self._lc, self._memory(), len(prompt)
+        toks, pos, seqs, rows_of = [], [], [], []
+        for s, ci in enumerate(group, start=1):
+            lc.llama_memory_seq_cp(mem, 0, s, 0, P)
+            body = cands[ci][:-1]
+            rows_of.append(range(len(toks), len(toks) + len(body)))
+            toks += body
+            pos += range(P, P + len(body))
+            seqs += [s] * len(body)
+        try:
+            self._decode(toks, pos, seqs, [True] * len(toks))
+            for ci, rows in zip(group, rows_of):
+                for j, r in enumerate(rows, start=1):
+                    out[ci] += log_softmax(self._row(r))[cands[ci][j]]
+        finally:
+            for s in range(1, len(group) + 1):
+                lc.llama_memory_seq_rm(mem, s, -1, -1)
+        self.stats.evaluated_tokens += len(toks)
+        self.stats.eval_calls += 1
 
     # ------------------------------------------------------------ decoding
 
@@ -276,7 +485,8 @@ class FrozenLM:
 
     def generate(self, prompt_ids: Sequence[int], n_tokens: int, allowed: Allowed = None,
                  temperature: float = 0.0, top_k: int = 0, top_p: float = 1.0,
-                 seed: int | None = None, stop_ids: Sequence[int] | None = None) -> list[int]:
+                 seed: int | None = None, stop_ids: Sequence[int] | None = None,
+                 drafter=None, max_draft: int = 8) -> list[int]:
         """Decode up to ``n_tokens`` ids after ``prompt_ids`` under a per-step allowed-token mask.
 
         allowed: None (any id), one 1-D mask/index array for every step, a list (or a 2-D
@@ -284,13 +494,23 @@ class FrozenLM:
         ``step -> mask/index array``. Disallowed logits are set to -inf before
         argmax (temperature 0) or top-k/top-p sampling. Generation stops early only on an id in
         ``stop_ids`` (EOS is an ordinary token otherwise: ids 0-2 are legal audio tokens).
+        drafter: a `runtime.draft` drafter; with temperature 0 its guesses (up to ``max_draft`` per
+        pass) are verified in one batch each (`runtime.draft.draft_greedy`: still greedy decoding).
+        Sampling always takes the plain one-token path.
         """
         if n_tokens < 0:
             raise ValueError(f"n_tokens must be >= 0, got {n_tokens}")
         prompt = [int(i) for i in prompt_ids]
         self._check_fits(len(prompt) + n_tokens, f"prompt ({len(prompt)}) + {n_tokens} generated")
+        stops = frozenset(int(s) for s in stop_ids) if stop_ids else frozenset()
+        if n_tokens == 0:
+            return []
+        if drafter is not None and temperature <= 0.0 and max_draft > 0:
+            from runtime.draft import draft_greedy
+
+            return draft_greedy(self, prompt, n_tokens, lambda s: self._step_mask(allowed, s), drafter,
+                                max_draft, stops)
         rng = np.random.default_rng(self.seed if seed is None else seed)
-        stops = set(int(s) for s in stop_ids) if stop_ids else set()
         seq, out = list(prompt), []
         logits = self.logits(seq)
         for step in range(n_tokens):

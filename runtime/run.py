@@ -29,6 +29,7 @@ os.environ.setdefault("OMP_WAIT_POLICY", "passive")
 
 from runtime.cli import check_output_file, fatal, reraise_interrupt, run_cli  # noqa: E402
 from runtime.tasks import TASKS  # noqa: E402
+from runtime.lm_flags import add_llm_flags, draft_kwargs, engine_kwargs  # noqa: E402
 from runtime.tasks.common import DEFAULT_CLIP_SECONDS  # noqa: E402
 
 
@@ -64,6 +65,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--provider", choices=("cpu", "cuda", "tensorrt"), default="cpu", help="onnxruntime provider")
     p.add_argument("--json", action="store_true", help="also print a JSON line with the result")
     p.add_argument("--force", action="store_true", help="overwrite --output")
+    add_llm_flags(p)
     return p
 
 
@@ -125,13 +127,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         demo_set = load_demo_set(a.demos, a.task)
         opts = TaskOptions(shots=a.shots, repeats=a.repeats, layers=a.layers, layout=a.layout,
                            induction=a.induction == "on", temperature=a.temperature, seed=a.seed,
-                           clip_seconds=a.clip_seconds, crop=a.crop)
+                           clip_seconds=a.clip_seconds, crop=a.crop, **draft_kwargs(a))
         opts.with_defaults(a.task, demo_set.info)  # option errors before the models load
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always", RuntimeWarning)
             engine = open_engine(a.model, a.codec, n_ctx=a.n_ctx, threads=a.threads, seed=a.seed,
-                                 provider=a.provider)
-        for w in caught:  # e.g. onnxruntime fell back from CUDA to CPU
+                                 provider=a.provider, **engine_kwargs(a))
+        for w in caught:  # e.g. onnxruntime fell back from CUDA to CPU (prefix-cache warnings print themselves)
             print(f"warning: {w.message}", file=sys.stderr)
         result = run_task(a, engine, demo_set, opts)
     except known as e:

@@ -25,6 +25,7 @@ from typing import Iterator, Sequence
 import runtime.threads  # noqa: E402,F401  (the one thread environment: set before numpy/llama.cpp)
 
 from runtime.cli import EXIT_INTERRUPTED, check_output_file, fatal, reraise_interrupt, run_cli  # noqa: E402
+from runtime.lm_flags import add_llm_flags  # noqa: E402
 
 TASKS = ("denoise", "codec", "classify", "tts", "text2sound")
 AUDIO_IN = ("denoise", "codec", "classify")
@@ -74,6 +75,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--temperature", type=float, default=0.0, help="0 = greedy")
     p.add_argument("--force", action="store_true", help="overwrite --output")
+    add_llm_flags(p)
     return p
 
 

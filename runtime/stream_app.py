@@ -77,14 +77,16 @@ def load_task(a: argparse.Namespace) -> LoadedTask:
         group_ms = 1000.0 * session.group_frames * session.hop / session.sample_rate
         groups = max(1, -(-int(round(a.chunk_ms or group_ms)) // int(round(group_ms))))
         return LoadedTask(CodecProcessor(session, groups), int(session.sample_rate))
+    from runtime.lm_flags import draft_kwargs, engine_kwargs
     from runtime.tasks import TaskOptions, load_demo_set, open_engine
 
     demo_set = load_demo_set(a.demos, a.task)
     span = a.window_ms if a.task == "classify" else a.chunk_ms if a.task == "denoise" else None
     opts = TaskOptions(shots=a.shots, temperature=a.temperature, seed=a.seed,
-                       clip_seconds=None if span is None else span / 1000.0)
+                       clip_seconds=None if span is None else span / 1000.0, **draft_kwargs(a))
     opts = opts.with_defaults(a.task, demo_set.info)  # option errors before the models load
-    engine = open_engine(a.model, a.codec, n_ctx=a.n_ctx, threads=a.threads, seed=a.seed, provider=a.provider)
+    engine = open_engine(a.model, a.codec, n_ctx=a.n_ctx, threads=a.threads, seed=a.seed, provider=a.provider,
+                         **engine_kwargs(a))
     return LoadedTask(make_processor(a, engine, demo_set, opts), engine.sample_rate)
 
 

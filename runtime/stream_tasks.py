@@ -22,7 +22,7 @@ from typing import Callable, Sequence
 import numpy as np
 
 from runtime.codec_stream import CodecStream, GroupCodes, join_groups
-from runtime.prompt import TTS_INSTRUCTION, AudioTokens, Demo
+from runtime.prompt import TTS_INSTRUCTION, AudioTokens, Demo, Prompt
 from runtime.stream_stats import StreamStats
 from runtime.tasks.common import FewShotEngine, TaskOptions, fix_length
 
@@ -83,7 +83,7 @@ class DenoiseProcessor:
         e, opts = self.engine, self.opts
         query = e.codes_to_tokens(join_groups(timed_encode(self.enc, pcm, stats), 3))
         prompt = e.prompt(self.demos, query, opts, INSTRUCTION, reserve=e.span_length(self.groups, opts))
-        tokens = generate_timed(e, prompt.ids, self.groups, opts, opts.seed + self.index, stats)
+        tokens = generate_timed(e, prompt, self.groups, opts, opts.seed + self.index, stats, query=query)
         self.index += 1
         self.tokens.append(tokens)
         with stats.time("decode"):
@@ -100,32 +100,31 @@ class DenoiseProcessor:
 
         e, opts = self.engine, self.opts
         return warm_prefix(e, lambda q: e.prompt(self.demos, q, opts, INSTRUCTION,
-                                                 reserve=e.span_length(self.groups, opts)).ids, self.chunk)
+                                                 reserve=e.span_length(self.groups, opts)), self.chunk)
 
 
-def warm_prefix(engine: FewShotEngine, prompt_ids: Callable[[AudioTokens], list[int]], n: int) -> int:
-    """Put a task's fixed prompt prefix into the LLM's KV cache; returns its length in tokens.
+def warm_prefix(engine: FewShotEngine, make_prompt: Callable[[AudioTokens], Prompt], n: int) -> int:
+    """Put a task's fixed prompt prefix (instruction + demonstrations) into the LLM's KV cache, from
+    the on-disk prefix cache when the LLM has one; returns its length in tokens.
 
-    The prefix is what two prompts with different queries (silence, and a quiet tone, each ``n``
-    samples, encoded offline so no stream state moves) share. Without this, the first live chunk
+    The prefix is the one every chunk's prompt starts with (built here around a silent query of
+    ``n`` samples, encoded offline so no stream state moves). Without this, the first live chunk
     pays for the whole demonstration block (seconds with a real LLM) and the stream starts behind."""
-    silent = engine.clip_tokens(np.zeros(n, dtype=np.float32))
-    tone = engine.clip_tokens(0.1 * np.sin(np.arange(n, dtype=np.float32) * 0.3))
-    a, b = prompt_ids(silent), prompt_ids(tone)
-    k = next((i for i, (x, y) in enumerate(zip(a, b)) if x != y), min(len(a), len(b)))
-    if k > 0:
-        engine.lm.eval_prefix(a[:k])
-    return k
+    prompt = make_prompt(engine.clip_tokens(np.zeros(n, dtype=np.float32)))
+    engine.use_prefix(prompt)
+    return prompt.prefix_len
 
 
-def generate_timed(engine: FewShotEngine, prompt_ids: Sequence[int], n_groups: int, opts: TaskOptions,
-                   seed: int, stats: StreamStats) -> AudioTokens:
+def generate_timed(engine: FewShotEngine, prompt: Prompt, n_groups: int, opts: TaskOptions,
+                   seed: int, stats: StreamStats, query: AudioTokens | None = None) -> AudioTokens:
     """``engine.generate_span`` with the prompt evaluated first (timed as "llm_prefill"): the LLM's
-    prefix cache makes the generation's own first evaluation free, so "llm_generate" is decoding."""
+    prefix cache makes the generation's own first evaluation free, so "llm_generate" is decoding
+    (draft-and-verify, ``query`` feeding the drafter)."""
     with stats.time("llm_prefill"):
-        engine.lm.logits(prompt_ids)
+        engine.use_prefix(prompt)
+        engine.lm.logits(prompt.ids)
     t0 = time.perf_counter()
-    tokens = engine.generate_span(prompt_ids, n_groups, opts, seed=seed)
+    tokens = engine.generate_span(prompt.ids, n_groups, opts, seed=seed, query=query)
     dt = time.perf_counter() - t0
     stats.add("llm_generate", dt)
     stats.llm_tokens += engine.span_length(n_groups, opts)
@@ -176,7 +175,7 @@ class ClassifyProcessor:
         labels = sorted({str(d.output) for d in self.demos})
         reserve = max(len(c) for c in label_candidates(e.tokenize, labels)) + 1
         return warm_prefix(e, lambda q: e.prompt(self.demos, q, opts, classification_instruction(labels),
-                                                 reserve=reserve).ids, e.samples(opts.clip_seconds))
+                                                 reserve=reserve), e.samples(opts.clip_seconds))
 
     def _classify(self, pcm: np.ndarray, start: int, stats: StreamStats) -> None:
         from runtime.tasks.classify import classify_tokens
@@ -239,6 +238,6 @@ class TextToAudio:
         e, opts = self.engine, self.opts
         prompt = e.prompt(self.demos, self.query_text(line), opts, self.instruction,
                           reserve=e.span_length(self.groups, opts))
-        tokens = generate_timed(e, prompt.ids, self.groups, opts, opts.seed, stats)
+        tokens = generate_timed(e, prompt, self.groups, opts, opts.seed, stats)
         with stats.time("decode"):
             return e.decode(tokens, self.samples)

@@ -69,13 +69,33 @@ def test_label_logprobs_match_full_evaluations(tiny_gguf, make_lm, sp):
     prompt = PREFIX[:60]
     cands = [sp.encode(c) for c in ("happy", "sad", "dog barking", "neutral speech")]
     got = lm.label_logprobs(prompt, cands)
+    # One batch for every candidate's tokens but its last (the prompt's logits give the first).
     assert lm.stats.evaluated_tokens == len(prompt) + sum(len(c) - 1 for c in cands)
+    assert lm.stats.eval_calls == 2
     ref = make_lm(tiny_gguf)
     want = [sum(log_softmax(ref.logits(prompt + c[:j]))[c[j]] for j in range(len(c))) for c in cands]
     np.testing.assert_allclose(got, want, atol=1e-4)
     assert np.all(got < 0)
     lm.eval_prefix(prompt)
     assert lm.score(cands[2]) == pytest.approx(got[2], abs=1e-4)
+    # Scored one candidate after the other on the same model: equal, and the prompt stays cached.
+    np.testing.assert_allclose(lm.label_logprobs(prompt, cands, batched=False), got, atol=1e-5, rtol=0)
+    assert lm.cached_ids[:len(prompt)] == prompt
+
+
+@pytest.mark.parametrize("n_seq_max,n_batch", [pytest.param(64, 512, id="one-batch"),
+                                               pytest.param(3, 512, id="2-seqs-per-batch"),
+                                               pytest.param(64, 8, id="8-token-batches")])
+def test_batched_label_scoring_equals_sequential(tiny_gguf, make_lm, n_seq_max, n_batch):
+    lm = make_lm(tiny_gguf, kv_type="f32", n_seq_max=n_seq_max, n_batch=n_batch)
+    rng = np.random.default_rng(8)
+    cands = [rng.integers(3, 32000, int(n)).tolist() for n in rng.integers(1, 6, 11)] + [[2], [0, 1, 2]]
+    batched = lm.label_logprobs(PREFIX[:50], cands)
+    seq = lm.label_logprobs(PREFIX[:50], cands, batched=False)
+    np.testing.assert_allclose(batched, seq, atol=1e-5, rtol=0)
+    # The candidates' sequences are gone: the next query reuses the prompt and matches a fresh model.
+    q = PREFIX[:50] + [7, 8, 9]
+    np.testing.assert_allclose(lm.logits(q), make_lm(tiny_gguf, kv_type="f32").logits(q), atol=1e-4, rtol=0)
 
 
 def _random_masks(n_steps, rng):

@@ -1,8 +1,9 @@
 """N-way K-shot audio classification by in-context learning on the frozen LLM.
 
 The prompt ends after "Output: " (runtime.prompt layout). ``method="score"`` scores every candidate
-label's token ids with `FrozenLM.label_logprobs` (the prompt is evaluated once, each further label
-token is one cached step) and returns the argmax. ``method="greedy"`` is the official decoder:
+label's token ids with `FrozenLM.label_logprobs` (the demonstration prefix is evaluated once per
+engine, the query once, then all labels in one batch, one KV sequence each) and returns the argmax.
+``method="greedy"`` is the official decoder:
 greedy with a per-step mask allowing the j-th token of any label (+EOS), matched back to a label;
 log-probabilities are reported either way.
 """
@@ -47,6 +48,7 @@ def classify_tokens(engine: FewShotEngine, demos: Sequence[Demo], query: AudioTo
     cands = label_candidates(engine.tokenize, labels)
     prompt = engine.prompt(demos, query, opts, classification_instruction(labels),
                            reserve=max(len(c) for c in cands) + (1 if method == "greedy" else 0))
+    engine.use_prefix(prompt)
     lps = engine.lm.label_logprobs(prompt.ids, cands)
     logprobs = {lab: float(v) for lab, v in zip(labels, lps)}
     if method == "score":

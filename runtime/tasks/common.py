@@ -15,11 +15,12 @@ import numpy as np
 
 from runtime.audio import read_audio
 from runtime.lm_errors import VocabularyMismatchError
-from runtime.prompt import (AudioTokens, Demo, Layers, Layout, Prompt, Template, build_episode_prompt,
-                            span_layer_schedule, split_audio_span)
+from runtime.prompt import (AudioTokens, Demo, Layers, Layout, Prompt, Template, audio_span,
+                            build_episode_prompt, span_layer_schedule, split_audio_span)
 
 Crop = Literal["start", "loudest"]
 DEFAULT_CLIP_SECONDS = {"classify": 1.0, "tts": 0.72, "text2sound": 1.0, "denoise": 0.96}
+DRAFTS = ("auto", "ngram", "aligned", "none")
 
 
 class TaskError(ValueError):
@@ -38,6 +39,11 @@ class TaskOptions:
     clip_seconds: fixed clip duration (truncate/zero-pad) for prompt clips; None takes the demo
         set's ``info.json`` value, else the task default (`DEFAULT_CLIP_SECONDS`).
     crop: which part of a longer clip is kept: its "start" (official) or its "loudest" window.
+    draft: greedy audio spans are decoded draft-and-verify (`runtime.draft`; same tokens as plain
+        greedy decoding): "auto" (n-gram prompt lookup, else the query's own token), "ngram",
+        "aligned" (the query's tokens at the same positions; denoise), or "none" (one token a step,
+        the default: on the default pair drafting does not pay on a CPU, see README "Draft decoding").
+    max_draft: draft tokens verified per batch.
     """
 
     shots: int | None = None
@@ -49,6 +55,8 @@ class TaskOptions:
     seed: int = 0
     clip_seconds: float | None = None
     crop: Crop = "start"
+    draft: str = "none"
+    max_draft: int = 8
 
     def with_defaults(self, task: str, demo_info: dict | None = None) -> "TaskOptions":
         """Fill ``layers`` and ``clip_seconds`` for ``task``; validate the rest."""
@@ -68,6 +76,10 @@ class TaskOptions:
             raise TaskError(f"repeats must be >= 1, got {self.repeats}")
         if self.clip_seconds is not None and self.clip_seconds <= 0:
             raise TaskError(f"clip seconds must be positive, got {self.clip_seconds}")
+        if self.draft not in DRAFTS:
+            raise TaskError(f"draft must be one of {DRAFTS}, got {self.draft!r}")
+        if self.max_draft < 1:
+            raise TaskError(f"max draft must be >= 1, got {self.max_draft}")
         if self.crop not in ("start", "loudest"):
             raise TaskError(f"crop must be 'start' or 'loudest', got {self.crop!r}")
         if task != "classify" and self.layers == "semantic":
@@ -163,24 +175,50 @@ class FewShotEngine:
     def span_length(self, n_groups: int, opts: TaskOptions) -> int:
         return len(span_layer_schedule(n_groups, opts.layout, opts.layers))
 
+    def use_prefix(self, prompt: Prompt) -> None:
+        """Keep ``prompt``'s fixed prefix (instruction + demonstrations) in the LLM's KV cache,
+        evaluated once per engine (or read from the LLM's on-disk prefix cache)."""
+        prefix = prompt.prefix
+        if prompt.prefix_len > 2 and (self.lm.prefix_ids != prefix or self.lm.cached_ids[:len(prefix)] != prefix):
+            self.lm.eval_prefix(prefix)
+
     def generate_span(self, prompt_ids: Sequence[int], n_groups: int, opts: TaskOptions,
-                      seed: int | None = None) -> AudioTokens:
-        """Exactly the tokens of ``n_groups`` groups after ``prompt_ids``, masked per layer."""
+                      seed: int | None = None, query: AudioTokens | None = None) -> AudioTokens:
+        """Exactly the tokens of ``n_groups`` groups after ``prompt_ids``, masked per layer.
+
+        Greedy spans are decoded draft-and-verify (``opts.draft``); ``query``: the input clip's
+        tokens (denoise), whose span in the same layout feeds the "aligned"/"auto" drafters."""
+        from runtime.draft import span_drafter
+
         n = self.span_length(n_groups, opts)
+        qspan = audio_span(query, opts.layout, opts.layers) if query is not None else None
+        if opts.draft == "aligned" and (qspan is None or len(qspan) != n):
+            raise TaskError("draft 'aligned' needs a query clip of the span's length (the denoise task)")
+        drafter = span_drafter(opts.draft, qspan if qspan is not None and len(qspan) == n else None)
         ids = self.lm.generate(prompt_ids, n, allowed=self.span_allowed(n_groups, opts.layout, opts.layers),
-                               temperature=opts.temperature, seed=opts.seed if seed is None else seed)
+                               temperature=opts.temperature, seed=opts.seed if seed is None else seed,
+                               drafter=drafter, max_draft=opts.max_draft)
         if len(ids) != n:  # generate() stops early only on stop_ids, which we never pass
             raise TaskError(f"the LLM returned {len(ids)} tokens, expected {n}")
         return split_audio_span(ids, opts.layout, opts.layers, n_groups)
 
 
 def open_engine(model: str | Path, codec: str | Path, n_ctx: int = 2048, threads: int | None = None,
-                seed: int = 0, provider: str = "cpu") -> FewShotEngine:
-    """Load the codec bundle, then the GGUF checked against the bundle's vocabulary fingerprint."""
+                seed: int = 0, provider: str = "cpu", n_gpu_layers: int = 0,
+                prefix_cache: bool | str | Path = False) -> FewShotEngine:
+    """Load the codec bundle, then the GGUF checked against the bundle's vocabulary fingerprint.
+
+    n_gpu_layers: LLM layers offloaded to the GPU (llama-cpp-python built with CUDA; 0 = CPU).
+    prefix_cache: True (default cache dir), a cache root folder, or False: demonstration prefixes'
+    KV states on disk (`runtime.prefix_cache`), so a second run starts without evaluating them."""
     from runtime.codec import CodecSession
     from runtime.lm import FrozenLM
 
     session = CodecSession(codec, provider=provider, threads=threads)
     lm = FrozenLM(model, n_ctx=n_ctx, n_threads=threads, seed=seed, expected_fingerprint=session.fingerprint,
-                  expected_source=f"codec bundle {codec}")
+                  expected_source=f"codec bundle {codec}", n_gpu_layers=n_gpu_layers)
+    if prefix_cache is not False and prefix_cache is not None:
+        from runtime.prefix_cache import PrefixCache
+
+        lm.prefix_cache = PrefixCache(None if prefix_cache is True else prefix_cache)
     return FewShotEngine(lm, session)

@@ -4,21 +4,22 @@ Demonstrations are (noisy, clean) pairs cut to one fixed chunk of whole codec gr
 (``opts.clip_seconds`` rounded up to groups of 120 ms; 0.96 s = 8 groups by default). The input
 is split into chunks of that length (the last one zero-padded); each chunk is encoded by a
 continuous codec stream, its tokens go into the prompt after the demonstration prefix (whose KV
-cache the LLM keeps between chunks), the LLM generates the clean chunk's tokens under the
-per-layer masks, and a continuous decoder stream turns them into audio. The output is trimmed
+cache the LLM keeps between chunks, and reads from its on-disk prefix cache when it has one), the
+LLM generates the clean chunk's tokens under the per-layer masks (draft-and-verify, drafts from
+prompt lookup and the noisy chunk's own tokens), and a continuous decoder stream turns them into audio. The output is trimmed
 to the input's length.
 """
 from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Sequence, Union
+from typing import Iterator, Sequence, Union
 
 import numpy as np
 
 from runtime.audio import read_audio
 from runtime.codec_stream import join_groups
-from runtime.prompt import Demo
+from runtime.prompt import AudioTokens, Demo, Prompt
 from runtime.tasks.common import FewShotEngine, TaskError, TaskOptions, crop_start, fix_length
 from runtime.tasks.demos import DemoSet
 
@@ -55,6 +56,17 @@ def pair_demos(engine: FewShotEngine, pairs: Sequence[tuple[Path, Path]], opts: 
     return out
 
 
+def chunk_prompts(engine: FewShotEngine, demos: Sequence[Demo], pcm: np.ndarray,
+                  opts: TaskOptions) -> Iterator[tuple[Prompt, AudioTokens]]:
+    """(prompt, query tokens) per chunk of mono ``pcm`` (n,), encoded by one continuous codec stream."""
+    g = chunk_groups(engine, opts.clip_seconds)
+    n = g * engine.group_samples
+    enc = engine.codec.new_stream()
+    for start in range(0, len(pcm), n):
+        query = engine.codes_to_tokens(join_groups(enc.encode(fix_length(pcm[start:start + n], n)), 3))
+        yield engine.prompt(demos, query, opts, INSTRUCTION, reserve=engine.span_length(g, opts)), query
+
+
 def denoise_pcm(engine: FewShotEngine, demos: Sequence[Demo], pcm: np.ndarray, opts: TaskOptions) -> DenoiseResult:
     """Denoise mono ``pcm`` (n,) with token demonstrations; ``opts`` complete."""
     pcm = np.asarray(pcm, dtype=np.float32).reshape(-1)
@@ -64,16 +76,14 @@ def denoise_pcm(engine: FewShotEngine, demos: Sequence[Demo], pcm: np.ndarray, o
     bad = [d.input.n_groups for d in demos if d.input.n_groups != g or d.output.n_groups != g]
     if bad:
         raise TaskError(f"denoise demonstrations must all be {g} groups long (got {bad[0]})")
-    n = g * engine.group_samples
-    enc, dec = engine.codec.new_stream(), engine.codec.new_stream()
+    dec = engine.codec.new_stream()
     out, prompt_len = [], 0
-    for i, start in enumerate(range(0, len(pcm), n)):
-        query = engine.codes_to_tokens(join_groups(enc.encode(fix_length(pcm[start:start + n], n)), 3))
-        prompt = engine.prompt(demos, query, opts, INSTRUCTION, reserve=engine.span_length(g, opts))
-        tokens = engine.generate_span(prompt.ids, g, opts, seed=opts.seed + i)
+    for i, (prompt, query) in enumerate(chunk_prompts(engine, demos, pcm, opts)):
+        engine.use_prefix(prompt)
+        tokens = engine.generate_span(prompt.ids, g, opts, seed=opts.seed + i, query=query)
         out.append(dec.decode(engine.tokens_to_codes(tokens)))
         prompt_len = len(prompt.ids)
-    return DenoiseResult(np.concatenate(out)[:len(pcm)], len(out), n, prompt_len)
+    return DenoiseResult(np.concatenate(out)[:len(pcm)], len(out), g * engine.group_samples, prompt_len)
 
 
 def denoise(engine: FewShotEngine, demo_set: DemoSet, audio: Union[str, Path, np.ndarray],

@@ -37,6 +37,7 @@ def text_to_audio(engine: FewShotEngine, pairs: Sequence[tuple[str, Path]], text
     demos = [Demo(t, engine.clip_tokens(engine.load_clip(p, opts.clip_seconds, opts.crop))) for t, p in pairs]
     n_groups = engine.groups_for(n)
     prompt = engine.prompt(demos, text, opts, instruction, reserve=engine.span_length(n_groups, opts))
+    engine.use_prefix(prompt)
     tokens = engine.generate_span(prompt.ids, n_groups, opts)
     return GenerationResult(engine.decode(tokens, n), tokens, len(prompt.ids))
 

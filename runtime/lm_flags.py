@@ -1,0 +1,35 @@
+"""Command-line flags shared by every CLI that runs the LLM: GPU offload, draft decoding, prefix cache."""
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from runtime.tasks.common import DRAFTS
+
+
+def add_llm_flags(p: argparse.ArgumentParser) -> None:
+    """--n-gpu-layers, --draft, --max-draft, --prefix-cache-dir, --no-prefix-cache."""
+    p.add_argument("--n-gpu-layers", type=int, default=0,
+                   help="LLM layers offloaded to the GPU (-1 = all; needs llama-cpp-python built with CUDA)")
+    # Default none: on the default pair (Gemma 3 270M, 262k-row output head) verifying drafts costs as much
+    # as it saves on a CPU (benchmarks/results/llm_speed_tasks_t*.md), and plain decoding is exact.
+    p.add_argument("--draft", choices=DRAFTS, default="none",
+                   help="greedy audio spans: draft-and-verify decoding (auto: n-gram drafts; greedy, equal to "
+                        "one-token decoding except at near-ties on quantised LLMs, README \"Draft decoding\")")
+    p.add_argument("--max-draft", type=int, default=8, help="draft tokens verified per batch")
+    p.add_argument("--prefix-cache-dir", type=Path, default=None,
+                   help="where demonstration-prefix KV states are cached "
+                        "(default: $LLMCODEC_CACHE or ~/.cache/llmcodec-edge)")
+    p.add_argument("--no-prefix-cache", action="store_true",
+                   help="evaluate the demonstrations at every start instead of reading/writing the cache")
+
+
+def engine_kwargs(a: argparse.Namespace) -> dict:
+    """`runtime.tasks.open_engine` keyword arguments from the flags."""
+    cache = False if a.no_prefix_cache else (a.prefix_cache_dir or True)
+    return {"n_gpu_layers": a.n_gpu_layers, "prefix_cache": cache}
+
+
+def draft_kwargs(a: argparse.Namespace) -> dict:
+    """`runtime.tasks.TaskOptions` keyword arguments from the flags."""
+    return {"draft": a.draft, "max_draft": a.max_draft}

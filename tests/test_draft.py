@@ -1,0 +1,143 @@
+"""Draft-and-verify greedy decoding == plain masked greedy decoding, on tiny f32 LLaMA GGUFs (real llama.cpp).
+
+On f32 weights llama.cpp's batched and one-token evaluations agree to ~1e-5, so the outputs must
+be identical token for token, whatever the drafts: perfect, useless, partly wrong, crossing
+layer-mask boundaries, or full of EOS / ids 0-2 (which are ordinary audio tokens).
+"""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from fixtures_llm import EOS_ID, eos_gguf, make_lm, tiny_gguf  # noqa: F401
+
+pytest.importorskip("llama_cpp", reason="llama-cpp-python not installed")
+from runtime.draft import (AlignedDrafter, ChainDrafter, NgramDrafter, masked_argmax,  # noqa: E402
+                           span_drafter)
+
+V = 32000
+RNG = np.random.default_rng(99)
+PROMPT = [1] + RNG.integers(3, V, 120).tolist()
+
+
+def _layer_schedule_masks(n_groups: int, rng: np.random.Generator) -> list[np.ndarray]:
+    """Per-step masks of a layer-major span: layer 1 = a 3,000-id word table, layers 2-3 = every id."""
+    words = np.zeros(V, dtype=bool)
+    words[rng.choice(np.arange(3, V), 3000, replace=False)] = True
+    full = np.ones(V, dtype=bool)
+    return [words] * n_groups + [full] * (6 * n_groups)
+
+
+class _Junk:
+    """Drafts that are almost never right (random ids)."""
+
+    def __init__(self, seed: int) -> None:
+        self.rng = np.random.default_rng(seed)
+
+    def propose(self, context, out, k):
+        return self.rng.integers(0, V, k).tolist()
+
+
+class _Corrupted(AlignedDrafter):
+    """The true continuation with every ``every``-th position wrong: partial acceptances."""
+
+    def __init__(self, tokens, every: int) -> None:
+        super().__init__([t if i % every else (t + 1) % V for i, t in enumerate(tokens)])
+
+
+def _drafters(ref: list[int]):
+    return {"oracle": AlignedDrafter(ref), "junk": _Junk(0), "corrupt3": _Corrupted(ref, 3),
+            "ngram": NgramDrafter(), "chain": ChainDrafter(NgramDrafter(max_n=3), AlignedDrafter(ref[::-1]))}
+
+
+@pytest.mark.parametrize("kv_type", ["f32", "f16"])
+def test_draft_equals_plain_greedy_under_layer_masks(tiny_gguf, make_lm, kv_type):
+    lm = make_lm(tiny_gguf, kv_type=kv_type)
+    masks = _layer_schedule_masks(4, np.random.default_rng(1))
+    ref = lm.generate(PROMPT, len(masks), allowed=masks)
+    assert all(masks[i][t] for i, t in enumerate(ref))
+    for name, drafter in _drafters(ref).items():
+        for k in (1, 3, 8, 40):
+            got = lm.generate(PROMPT, len(masks), allowed=masks, drafter=drafter, max_draft=k)
+            assert got == ref, (name, k)
+
+
+def test_oracle_drafts_are_all_accepted_in_few_passes(tiny_gguf, make_lm):
+    lm = make_lm(tiny_gguf, kv_type="f32")
+    masks = _layer_schedule_masks(4, np.random.default_rng(2))
+    ref = lm.generate(PROMPT, len(masks), allowed=masks)
+    lm.stats.draft_proposed = lm.stats.draft_accepted = lm.stats.verify_calls = 0
+    assert lm.generate(PROMPT, len(masks), allowed=masks, drafter=AlignedDrafter(ref), max_draft=8) == ref
+    assert lm.stats.acceptance_rate == 1.0
+    # One token from the prompt's logits, then per pass its drafts (2, 4, 6, 8, ... while all are
+    # accepted; the last cut to what is left) and the token after them.
+    assert len(ref) == 1 + 2 + 1 + 4 + 1 + 6 + 1 + 8 + 1 + 3 and lm.stats.verify_calls == 5
+
+
+def test_random_masks_and_junk_drafts(tiny_gguf, make_lm):
+    lm = make_lm(tiny_gguf, kv_type="f32")
+    rng = np.random.default_rng(5)
+    masks = []
+    for _ in range(30):
+        m = np.zeros(V, dtype=bool)
+        m[rng.choice(V, size=int(rng.integers(1, 50)), replace=False)] = True
+        masks.append(m)
+    ref = lm.generate(PROMPT[:40], 30, allowed=masks)
+    # Drafts drawn from the masks (legal, mostly wrong) and illegal drafts (cut before verification).
+    legal = AlignedDrafter([int(rng.choice(np.flatnonzero(m))) for m in masks])
+    for drafter in (legal, _Junk(1), AlignedDrafter(ref)):
+        assert lm.generate(PROMPT[:40], 30, allowed=masks, drafter=drafter) == ref
+
+
+def test_eos_and_ids_0_2_inside_spans(eos_gguf, make_lm):
+    lm = make_lm(eos_gguf, kv_type="f32")
+    audio = np.zeros(V, dtype=bool)
+    audio[[0, 1, 2, 500, 900]] = True
+    no_eos = audio.copy()
+    no_eos[EOS_ID] = False
+    masks = [audio, no_eos] * 10  # EOS wins where allowed; the runner-up elsewhere
+    ref = lm.generate(PROMPT[:10], 20, allowed=masks)
+    assert ref[0::2] == [EOS_ID] * 10 and EOS_ID not in ref[1::2]
+    for drafter in (AlignedDrafter(ref), AlignedDrafter([EOS_ID] * 20), AlignedDrafter([0, 1, 2] * 7), NgramDrafter()):
+        assert lm.generate(PROMPT[:10], 20, allowed=masks, drafter=drafter) == ref
+    # EOS ends generation only when asked, on both paths.
+    assert lm.generate(PROMPT[:10], 20, stop_ids=[EOS_ID], drafter=AlignedDrafter([EOS_ID] * 20)) == [EOS_ID]
+    got = lm.generate(PROMPT[:10], 20, allowed=masks, stop_ids=[EOS_ID], drafter=AlignedDrafter(ref))
+    assert got == lm.generate(PROMPT[:10], 20, allowed=masks, stop_ids=[EOS_ID]) == [EOS_ID]
+
+
+def test_cache_is_consistent_after_rejections(tiny_gguf, make_lm):
+    lm = make_lm(tiny_gguf, kv_type="f32")
+    lm.eval_prefix(PROMPT)
+    lm.generate(PROMPT + [5, 6, 7], 24, drafter=_Junk(3), max_draft=6)
+    q = [11, 12, 13, 14]
+    got = lm.logits(PROMPT + q)
+    np.testing.assert_allclose(got, make_lm(tiny_gguf, kv_type="f32").logits(PROMPT + q), atol=1e-4, rtol=0)
+    rows = lm.logits_rows(PROMPT + q, start=len(PROMPT) - 1)
+    assert rows.shape == (len(q) + 1, V)
+    np.testing.assert_allclose(rows[-1], got, atol=1e-4, rtol=0)
+
+
+def test_sampling_ignores_the_drafter(tiny_gguf, make_lm):
+    lm = make_lm(tiny_gguf)
+    a = lm.generate(PROMPT[:20], 12, temperature=1.5, seed=7)
+    assert lm.generate(PROMPT[:20], 12, temperature=1.5, seed=7, drafter=NgramDrafter()) == a
+    assert lm.stats.verify_calls == 0
+
+
+def test_drafter_units():
+    ctx = [9, 1, 2, 3, 4, 5, 1, 2]
+    assert NgramDrafter(max_n=3, min_n=2).propose(ctx, [], 3) == [3, 4, 5]
+    assert NgramDrafter(max_n=3, min_n=2).propose(ctx, [3], 2) == [4, 5]  # history 1 2 3 matches
+    assert NgramDrafter().propose([1, 2, 3], [], 4) == []
+    assert AlignedDrafter([7, 8, 9]).propose(ctx, [0], 5) == [8, 9]
+    assert ChainDrafter(NgramDrafter(), AlignedDrafter([4, 4])).propose([1, 2, 3], [], 2) == [4, 4]
+    assert span_drafter("none") is None and isinstance(span_drafter("auto"), NgramDrafter)
+    assert AlignedDrafter([7, 8, 9], max_len=1).propose(ctx, [], 3) == [7]
+    assert isinstance(span_drafter("auto", [1, 2]), NgramDrafter)
+    assert isinstance(span_drafter("aligned", [1, 2]), AlignedDrafter)
+    with pytest.raises(ValueError):
+        span_drafter("aligned")
+    m = np.zeros(5, dtype=bool)
+    m[[1, 3]] = True
+    assert masked_argmax(np.array([9.0, 1, 0, 1, 0]), m) == 1  # lowest id on ties, inside the mask

@@ -47,7 +47,7 @@ DATA ?= ../shared/data
 PIPE ?= runs/pipeline
 PIPE_STEPS ?= 200
 demo-pipeline: $(STAMP)
-	$(PY) -m export.tiny_llm --out $(PIPE)/llm.gguf --dim 64 --force
+	$(PY) -m scripts.tiny_llm --out $(PIPE)/llm.gguf --dim 64 --force
 	$(PY) -m codec.train --preset tiny --data $(DATA)/fsdd/recordings --llm $(PIPE)/llm.gguf \
 		--out $(PIPE)/codec --steps $(PIPE_STEPS) --threads 1 --force --no-progress --log-every 50
 	$(PY) -m export.onnx $(PIPE)/codec --out $(PIPE)/bundle --force

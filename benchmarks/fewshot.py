@@ -4,7 +4,7 @@
         [--seed S] [--layers semantic|all] [--induction on|off] --model LLM.gguf --codec BUNDLE [--out F.jsonl]
     python -m benchmarks.fewshot --task denoise --data DIR [--demos SET | --shots K] [--episodes E] ...
 
-classify: DIR holds one sub-folder per label (``DIR/<label>/*.wav``; ``python -m runtime.make_demos
+classify: DIR holds one sub-folder per label (``DIR/<label>/*.wav``; ``python -m scripts.make_demos
 --labelled-out`` writes such views of ESC-50, RAVDESS and FSDD). Each episode draws N classes, K
 demonstrations per class and one query from one of those classes, never among the demonstrations;
 prints one progress line per episode and ends with
@@ -65,7 +65,7 @@ def scan_labelled(data: Path) -> dict[str, list[Path]]:
     groups = {k: v for k, v in groups.items() if v}
     if not groups:
         raise BenchError(f"{data} has no <label>/ sub-folders with audio files "
-                         "(build labelled views with python -m runtime.make_demos --labelled-out DIR)")
+                         "(build labelled views with python -m scripts.make_demos --labelled-out DIR)")
     return groups
 
 

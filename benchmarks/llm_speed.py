@@ -142,7 +142,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     with tempfile.TemporaryDirectory() as tmp:
         model = a.model
         if model is None:
-            from export.tiny_llm import build_tiny_llm
+            from scripts.tiny_llm import build_tiny_llm
             model = build_tiny_llm(Path(tmp) / "tiny.gguf", dim=a.tiny_dim, n_layers=a.tiny_layers,
                                    n_heads=max(1, a.tiny_dim // 64), n_kv_heads=max(1, a.tiny_dim // 64),
                                    ctx=a.n_ctx)

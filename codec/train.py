@@ -183,7 +183,7 @@ def _train(args: argparse.Namespace, info, device: torch.device) -> int:
         die(str(e))
     if vocab.embeddings is None:
         die(f"{args.llm} is a vocab-only GGUF (no token_embd.weight); the codec needs the LLM's token "
-              "embeddings: pass a full model GGUF (e.g. one built with `python -m export.tiny_llm`)")
+              "embeddings: pass a full model GGUF (e.g. one built with `python -m scripts.tiny_llm`)")
     try:
         word_ids = build_word_table(vocab, args.word_table_size,
                                     None if args.word_list == "none" else args.word_list)

@@ -24,7 +24,7 @@ def _need_vocab() -> None:
 def tiny_gguf(tmp_path_factory) -> Path:
     """dim 64, 2 layers, 4 heads, f32, seed 0, ctx 2048: a real (random) LLaMA with 32,000 tokens."""
     _need_vocab()
-    from export.tiny_llm import build_tiny_llm
+    from scripts.tiny_llm import build_tiny_llm
 
     return build_tiny_llm(tmp_path_factory.mktemp("llm") / "tiny.gguf", VOCAB_GGUF, seed=0)
 
@@ -33,7 +33,7 @@ def tiny_gguf(tmp_path_factory) -> Path:
 def eos_gguf(tmp_path_factory) -> Path:
     """A tiny LLaMA whose logits favour EOS (id 2) at every position by a wide margin."""
     _need_vocab()
-    from export.tiny_llm import build_tiny_llm
+    from scripts.tiny_llm import build_tiny_llm
 
     return build_tiny_llm(tmp_path_factory.mktemp("llm") / "eos.gguf", VOCAB_GGUF, seed=1, favor=EOS_ID)
 

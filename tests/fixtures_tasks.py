@@ -75,7 +75,7 @@ def task_llm(tmp_path_factory) -> Path:
     """The tiny LLaMA of fixtures_llm.tiny_gguf (dim 64, 2 layers, seed 0), built once per process."""
     if not VOCAB_GGUF.is_file():
         pytest.skip(f"shared LLaMA-2 vocabulary GGUF missing: {VOCAB_GGUF}")
-    from export.tiny_llm import build_tiny_llm
+    from scripts.tiny_llm import build_tiny_llm
 
     return _once("llm", lambda: build_tiny_llm(tmp_path_factory.mktemp("tasks_llm") / "tiny.gguf", VOCAB_GGUF, seed=0))
 
@@ -83,7 +83,7 @@ def task_llm(tmp_path_factory) -> Path:
 @pytest.fixture(scope="session")
 def eos_llm(tmp_path_factory) -> Path:
     """A tiny LLaMA whose logits favour EOS (id 2) everywhere (fixtures_llm.eos_gguf)."""
-    from export.tiny_llm import build_tiny_llm
+    from scripts.tiny_llm import build_tiny_llm
 
     return _once("eos", lambda: build_tiny_llm(tmp_path_factory.mktemp("tasks_llm") / "eos.gguf", VOCAB_GGUF,
                                                seed=1, favor=2))
@@ -148,10 +148,10 @@ def engine(task_llm, matched_bundle):
 
 @pytest.fixture(scope="session")
 def demo_root(tmp_path_factory) -> Path:
-    """Small demonstration sets and labelled views built by runtime.make_demos from ../shared/data."""
+    """Small demonstration sets and labelled views built by scripts.make_demos from ../shared/data."""
     if not (DATA / "esc50" / "meta.csv").is_file():
         pytest.skip(f"shared data missing: {DATA}")
-    from runtime.make_demos import main
+    from scripts.make_demos import main
 
     def build() -> Path:
         root = tmp_path_factory.mktemp("demos")

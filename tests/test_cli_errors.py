@@ -113,7 +113,7 @@ def test_codec_roundtrip_awkward_audio_works(bundle, audio, tmp_path, name, samp
 def test_bad_gguf_files_are_one_line_errors(audio, tmp_path):
     not_gguf = audio / "corrupt.wav"
     out = tmp_path / "llm.gguf"
-    assert_one_line_error(cli("export.tiny_llm", "--out", out, "--vocab", not_gguf), "not a readable GGUF")
+    assert_one_line_error(cli("scripts.tiny_llm", "--out", out, "--vocab", not_gguf), "not a readable GGUF")
     assert not out.exists()
     pytest.importorskip("llama_cpp")
     assert_one_line_error(cli("benchmarks.llm_speed", "--model", not_gguf, "--prefix-tokens", 8, "--query-tokens", 4,

@@ -127,7 +127,7 @@ def test_bundle_for_another_vocabulary_is_refused(tmp_path):
     _need_defaults()
     from fixtures_llm import VOCAB_GGUF
 
-    from export.tiny_llm import build_tiny_llm
+    from scripts.tiny_llm import build_tiny_llm
 
     llama = build_tiny_llm(tmp_path / "tiny.gguf", VOCAB_GGUF, seed=0)
     proc = subprocess.run([sys.executable, "-m", "runtime.run", "--task", "classify", "--model", str(llama),

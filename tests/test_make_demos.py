@@ -1,4 +1,4 @@
-"""runtime.make_demos: demonstration sets and labelled views built from the real ../shared/data."""
+"""scripts.make_demos: demonstration sets and labelled views built from the real ../shared/data."""
 from __future__ import annotations
 
 import numpy as np
@@ -75,7 +75,7 @@ def test_crop_loudest_finds_the_burst():
 
 
 def test_refuses_overwrite_and_bad_data(demo_root, tmp_path, capsys):
-    from runtime.make_demos import main
+    from scripts.make_demos import main
 
     out = demo_root / "sets"
     assert main(["--data", str(DATA), "--out", str(out), "--sets", "tts-fsdd"]) == 1
@@ -91,7 +91,7 @@ def test_refuses_overwrite_and_bad_data(demo_root, tmp_path, capsys):
 
 
 def test_force_rebuild_with_other_duration(tmp_path):
-    from runtime.make_demos import main
+    from scripts.make_demos import main
     from runtime.tasks import load_demo_set
 
     args = ["--data", str(DATA), "--out", str(tmp_path), "--sets", "tts-fsdd", "--tts-per-digit", "1"]

@@ -1,10 +1,10 @@
-"""export.tiny_llm: the GGUF it writes is a real LLaMA that llama.cpp runs like a numpy forward."""
+"""scripts.tiny_llm: the GGUF it writes is a real LLaMA that llama.cpp runs like a numpy forward."""
 from __future__ import annotations
 
 import numpy as np
 import pytest
 
-from export.tiny_llm import build_tiny_llm, load_weights, main, reference_logits
+from scripts.tiny_llm import build_tiny_llm, load_weights, main, reference_logits
 from fixtures_llm import EOS_ID, VOCAB_GGUF, eos_gguf, tiny_gguf  # noqa: F401
 
 llama_cpp = pytest.importorskip("llama_cpp", reason="llama-cpp-python not installed")

@@ -185,7 +185,7 @@ def test_errors(tmp_path):
 
 
 def test_tiny_llm_gguf_and_vocab_info(tmp_path, real_vocab):
-    tiny_llm = pytest.importorskip("export.tiny_llm")
+    tiny_llm = pytest.importorskip("scripts.tiny_llm")
     path = tiny_llm.build_tiny_llm(tmp_path / "tiny.gguf", VOCAB_GGUF, dim=32, n_layers=1, n_heads=2, n_kv_heads=2)
     v = load_vocab(path)
     assert v.embeddings.shape == (32000, 32) and v.fingerprint == real_vocab.fingerprint

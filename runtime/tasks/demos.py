@@ -115,7 +115,7 @@ def load_demo_set(folder: str | Path, task: str | None = None) -> DemoSet:
     folder = Path(folder)
     if not folder.is_dir():
         raise DemoError(f"demonstration set {folder} does not exist or is not a directory "
-                        "(build sets with python -m runtime.make_demos)")
+                        "(build sets with python -m scripts.make_demos)")
     mpath = folder / MANIFEST
     if not mpath.is_file():
         raise DemoError(f"{mpath} is missing: a demonstration set needs a manifest.csv with columns "

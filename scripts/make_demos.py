@@ -1,6 +1,6 @@
-"""``python -m runtime.make_demos``: build demonstration sets (and labelled views) from ../shared/data.
+"""``python -m scripts.make_demos``: build demonstration sets (and labelled views) from ../shared/data.
 
-    python -m runtime.make_demos --data ../shared/data --out demos/ [--labelled-out /tmp/labelled]
+    python -m scripts.make_demos --data ../shared/data --out demos/ [--labelled-out /tmp/labelled]
 
 Writes one folder per set under --out, each with 16 kHz mono clips cut/zero-padded to a fixed
 duration, ``manifest.csv`` and ``info.json`` (see runtime/tasks/demos.py):
@@ -233,7 +233,7 @@ def write_labelled(out: Path, data: Path, held_out_pairs: Sequence[str], copy: b
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="python -m runtime.make_demos", description=__doc__.split("\n\n")[0],
+    p = argparse.ArgumentParser(prog="python -m scripts.make_demos", description=__doc__.split("\n\n")[0],
                                 formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     p.add_argument("--data", type=Path, default=Path("../shared/data"), help="shared data folder")
     p.add_argument("--out", type=Path, required=True, help="folder to write the demonstration sets into")

@@ -8,7 +8,7 @@ pieces, scores, token types and special ids, so every id the codec emits is a va
 adjacent-pair "NORM" RoPE, causal grouped-query attention, SwiGLU); a test checks llama.cpp
 agrees with it, which proves the fixture is a real model and not just a loadable file.
 
-CLI: ``python -m export.tiny_llm --out tiny.gguf [--dim 64 --layers 2 --seed 0 --force]``.
+CLI: ``python -m scripts.tiny_llm --out tiny.gguf [--dim 64 --layers 2 --seed 0 --force]``.
 """
 from __future__ import annotations
 
@@ -276,7 +276,7 @@ def reference_logits(path_or_weights, ids: Sequence[int],
 # ---------------------------------------------------------------- CLI
 
 def main(argv: Sequence[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(prog="python -m export.tiny_llm", description=__doc__.split("\n")[0],
+    ap = argparse.ArgumentParser(prog="python -m scripts.tiny_llm", description=__doc__.split("\n")[0],
                                  formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     ap.add_argument("--out", required=True, type=Path, help="output .gguf path")
     ap.add_argument("--vocab", type=Path, default=DEFAULT_VOCAB_GGUF, help="GGUF to copy the vocabulary from")

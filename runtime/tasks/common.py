@@ -16,7 +16,7 @@ import numpy as np
 from runtime.audio import read_audio
 from runtime.lm_errors import VocabularyMismatchError
 from runtime.prompt import (AudioTokens, Demo, Layers, Layout, Prompt, Template, audio_span,
-                            build_episode_prompt, span_layer_schedule, split_audio_span)
+                            build_episode_prompt, span_layer_schedule, split_audio_span, tokens_per_group)
 
 Crop = Literal["start", "loudest"]
 DEFAULT_CLIP_SECONDS = {"classify": 1.0, "tts": 0.72, "text2sound": 1.0, "denoise": 0.96}
@@ -123,6 +123,10 @@ class FewShotEngine:
         self.group_samples = int(codec.group_frames * codec.hop)
         # One allowed-token mask per codec layer, from the bundle's token tables (never "code = id").
         self.layer_masks = [codec.layer_mask(l, lm.n_vocab) for l in range(1, len(codec.strides) + 1)]
+        try:  # the prompt layout follows the bundle's VQ strides, not a hard-coded 1/2/4
+            self.per_group = tokens_per_group(codec.strides)
+        except ValueError as e:
+            raise TaskError(f"codec bundle {codec.bundle.path}: {e}") from None
         self.word_mask = self.layer_masks[0]
         self._memo: dict[str, list[int]] = {}
 
@@ -165,15 +169,15 @@ class FewShotEngine:
         return build_episode_prompt(self.tokenize, demos, query, instruction=instruction if opts.induction else None,
                                     bos_id=self.lm.bos_id, layout=opts.layout, layers=opts.layers,
                                     repeats=opts.repeats, template=template, n_ctx=self.lm.n_ctx,
-                                    reserve=reserve)
+                                    reserve=reserve, per_group=self.per_group)
 
     def span_allowed(self, n_groups: int, layout: Layout, layers: Layers) -> Callable[[int], np.ndarray]:
         """Per-step allowed mask ``step -> (V,) bool`` for a span of ``n_groups`` groups."""
-        sched = span_layer_schedule(n_groups, layout, layers)
+        sched = span_layer_schedule(n_groups, layout, layers, self.per_group)
         return lambda step: self.layer_masks[sched[step] - 1]
 
     def span_length(self, n_groups: int, opts: TaskOptions) -> int:
-        return len(span_layer_schedule(n_groups, opts.layout, opts.layers))
+        return len(span_layer_schedule(n_groups, opts.layout, opts.layers, self.per_group))
 
     def use_prefix(self, prompt: Prompt) -> None:
         """Keep ``prompt``'s fixed prefix (instruction + demonstrations) in the LLM's KV cache,
@@ -191,7 +195,7 @@ class FewShotEngine:
         from runtime.draft import span_drafter
 
         n = self.span_length(n_groups, opts)
-        qspan = audio_span(query, opts.layout, opts.layers) if query is not None else None
+        qspan = audio_span(query, opts.layout, opts.layers, self.per_group) if query is not None else None
         if opts.draft == "aligned" and (qspan is None or len(qspan) != n):
             raise TaskError("draft 'aligned' needs a query clip of the span's length (the denoise task)")
         drafter = span_drafter(opts.draft, qspan if qspan is not None and len(qspan) == n else None)
@@ -200,7 +204,7 @@ class FewShotEngine:
                                drafter=drafter, max_draft=opts.max_draft)
         if len(ids) != n:  # generate() stops early only on stop_ids, which we never pass
             raise TaskError(f"the LLM returned {len(ids)} tokens, expected {n}")
-        return split_audio_span(ids, opts.layout, opts.layers, n_groups)
+        return split_audio_span(ids, opts.layout, opts.layers, n_groups, self.per_group)
 
 
 def open_engine(model: str | Path, codec: str | Path, n_ctx: int = 2048, threads: int | None = None,

@@ -12,6 +12,8 @@ from __future__ import annotations
 
 from typing import Sequence
 
+import numpy as np
+
 import torch
 import triton
 import triton.language as tl
@@ -145,3 +147,30 @@ def _as_btd(latent: torch.Tensor, tables: Tables, strides: Sequence[int]) -> tup
         raise ValueError(f"T={latent.shape[-2]} is not a whole number of {strides[0]}-frame groups")
     x = latent if latent.ndim == 3 else latent[None]
     return x, x.shape[0], x.shape[1], d
+
+
+class TritonRvqNumpy:
+    """The runtime's per-stream quantiser on the GPU: numpy latent in, numpy codes out (``NumpyRvq``'s
+    interface), one :class:`TritonRvq` (CUDA-graph replay) per chunk length, tables resident on the device.
+
+    ``device``: "cuda" (default when available), or "cpu" under ``TRITON_INTERPRET=1`` for tests.
+    """
+
+    def __init__(self, tables: Sequence[tuple[object, object]], strides: Sequence[int] = (4, 2, 1),
+                 device: str | None = None) -> None:
+        dev = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
+        if dev.type != "cuda" and not INTERPRET:
+            raise RuntimeError("the Triton search needs a CUDA GPU (or TRITON_INTERPRET=1 for CPU tests)")
+        self.tables = [(torch.as_tensor(r, dtype=torch.float32, device=dev).contiguous(),
+                        torch.as_tensor(n, dtype=torch.float32, device=dev).contiguous()) for r, n in tables]
+        self.strides, self.device = tuple(int(s) for s in strides), dev
+        self._by_frames: dict[int, TritonRvq] = {}
+
+    def __call__(self, latent: "np.ndarray") -> tuple[list["np.ndarray"], "np.ndarray"]:
+        """latent ``(T, D)`` numpy, T a multiple of ``strides[0]`` -> (codes per layer, quantised ``(T, D)``)."""
+        frames = int(latent.shape[0])
+        if frames not in self._by_frames:
+            self._by_frames[frames] = TritonRvq(self.tables, self.strides, batch=1, frames=frames)
+        x = torch.from_numpy(np.ascontiguousarray(latent, dtype=np.float32)).to(self.device)
+        codes, quant = self._by_frames[frames](x)
+        return [c.reshape(-1).cpu().numpy() for c in codes], quant.reshape(latent.shape).cpu().numpy()

@@ -40,13 +40,15 @@ class CodecSession:
     Args:
         bundle: bundle directory (or a ``Bundle``); validated (format_version, files, sha256).
         provider: "cpu", "cuda" or "tensorrt" (onnxruntime execution providers).
+        search: codeword search of streams: "auto" (Triton with CUDA on the GPU providers, else numpy),
+            "numpy", or "triton" (an error where it cannot run).
         threads: intra-op threads per graph (None: onnxruntime's default).
         verify_hashes: sha256 every bundle file on load (about 1 s per 500 MB; the paper preset's
             bundle is ~800 MB). Presence and format_version are always checked.
     """
 
     def __init__(self, bundle: str | Path | Bundle, provider: str = "cpu", threads: int | None = None,
-                 verify_hashes: bool = True) -> None:
+                 verify_hashes: bool = True, search: str = "auto") -> None:
         import onnxruntime as ort
 
         if provider not in PROVIDERS:
@@ -75,6 +77,31 @@ class CodecSession:
                if f == "codebooks.npz" or f.startswith("decoder_")]
         self.bundle_id = "sha256:" + hashlib.sha256("\n".join(ids).encode()).hexdigest()[:32]
         self.graph(graph_name("encoder_step", self.chunk_frames[0]))  # report a provider fallback now
+        self.search_backend = self._pick_search(search)
+
+    def _pick_search(self, search: str) -> str:
+        """The codeword search of streams: "triton" on the GPU providers when it can run, else "numpy"
+        (the CPU path never imports torch)."""
+        if search not in ("auto", "numpy", "triton"):
+            raise ValueError(f"unknown search {search!r}; choose auto, numpy or triton")
+        if search == "numpy" or (search == "auto" and self.provider == "cpu"):
+            return "numpy"
+        from runtime.rvq import gpu_search_available
+
+        why = gpu_search_available()
+        if why is None:
+            return "triton"
+        if search == "triton":
+            raise RuntimeError(f"the Triton codeword search cannot run here: {why}")
+        warnings.warn(f"provider {self.provider!r}: the Triton codeword search is unavailable ({why}); "
+                      "searching with numpy on the CPU", RuntimeWarning, stacklevel=3)
+        return "numpy"
+
+    def new_searcher(self):
+        """A per-stream quantiser (``runtime.rvq.make_rvq``) on this session's search backend."""
+        from runtime.rvq import make_rvq
+
+        return make_rvq(self.tables, self.strides, self.search_backend)
 
     # -- bundle facts -------------------------------------------------------------------------
     @property

@@ -6,7 +6,7 @@ from typing import TYPE_CHECKING, Sequence
 
 import numpy as np
 
-from runtime.rvq import blas_single_thread, make_rvq
+from runtime.rvq import blas_single_thread
 
 if TYPE_CHECKING:
     from runtime.codec import CodecSession
@@ -29,7 +29,7 @@ class CodecStream:
 
     def __init__(self, session: "CodecSession", max_slice_seconds: float = 15.0) -> None:
         self.session = session
-        self._rvq = make_rvq(session.tables, session.strides)  # own search buffers: streams may run in threads
+        self._rvq = session.new_searcher()  # own search buffers: streams may run in threads
         hop, group = session.hop, session.group_frames
         self._slice = max(1, int(max_slice_seconds * session.sample_rate) // hop) * hop
         # After a slice, fewer than (smallest chunk + 1) frames of samples and fewer than one group of

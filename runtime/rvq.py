@@ -17,13 +17,31 @@ from kernels.reference import dequantize, top2_gap  # noqa: F401  (the runtime's
 Tables = Sequence[tuple[np.ndarray, np.ndarray]]
 
 
-def make_rvq(tables: Tables, strides: Sequence[int] = (4, 2, 1)) -> NumpyRvq:
+def make_rvq(tables: Tables, strides: Sequence[int] = (4, 2, 1), backend: str = "numpy") -> Any:
     """A reusable quantiser (preallocated search buffers; one per stream, it is not thread-safe).
 
     ``rvq(latent (T, D))`` -> (codes per layer ``[(T/s_1,), ...]``, quantised ``(T, D)``); layer l
     mean-pools the residual over ``strides[l]`` frames, takes the cosine-nearest normalised row
-    (lowest index wins ties) and subtracts the unnormalised row repeated ``strides[l]`` times."""
+    (lowest index wins ties) and subtracts the unnormalised row repeated ``strides[l]`` times.
+    backend: "numpy" (BLAS, torch-free) or "triton" (``kernels.rvq.TritonRvqNumpy``: tables on the GPU,
+    CUDA-graph replay per chunk length; imports torch, so only the GPU path uses it)."""
+    if backend == "triton":
+        from kernels.rvq import TritonRvqNumpy
+
+        return TritonRvqNumpy(tables, strides)
+    if backend != "numpy":
+        raise ValueError(f"unknown search backend {backend!r}; choose numpy or triton")
     return NumpyRvq(tables, strides)
+
+
+def gpu_search_available() -> str | None:
+    """None if the Triton search can run here (torch with CUDA, triton), else why not (one line)."""
+    try:
+        import torch
+        import triton  # noqa: F401
+    except ImportError as e:
+        return f"{e.name} is not installed (pip install '.[kernels]' and a CUDA torch)"
+    return None if torch.cuda.is_available() else "torch sees no CUDA device"
 
 
 def rvq_step(latent: np.ndarray, tables: Tables, strides: Sequence[int] = (4, 2, 1)) -> tuple[list[np.ndarray], np.ndarray]:

@@ -177,6 +177,20 @@ def test_large_queries_do_not_overflow_an_f16_table() -> None:
     check_codes(idx, full_scores(q, cb), TOLERANCES["nearest_triton_f16_vs_ref"], what="large queries")
 
 
+def test_runtime_triton_searcher_matches_the_numpy_one() -> None:
+    """The runtime's GPU search (numpy in/out, one TritonRvq per chunk length) gives the numpy path's codes."""
+    from runtime.rvq import make_rvq
+
+    tables = [(r.cpu().numpy(), n.cpu().numpy()) for r, n in make_tables(24)]
+    gpu, cpu = make_rvq(tables, (4, 2, 1), "triton"), make_rvq(tables, (4, 2, 1), "numpy")
+    for frames in (4, 8, 4):  # two chunk lengths, the first one again (its TritonRvq is reused)
+        x = np.random.default_rng(frames).standard_normal((frames, 24)).astype(np.float32)
+        (gc, gq), (cc, cq) = gpu(x), cpu(x)
+        assert all(np.array_equal(a, b) for a, b in zip(gc, cc)) and gq.shape == x.shape
+        np.testing.assert_allclose(gq, cq, atol=1e-5)
+    assert sorted(gpu._by_frames) == [4, 8]
+
+
 def test_dispatcher_and_errors() -> None:
     q, cb = make_case(3, 64, 16, torch.float32)
     idx, _ = kernels.nearest_codeword(q, cb, backend="triton")

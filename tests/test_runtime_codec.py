@@ -197,3 +197,18 @@ def test_stream_buffers_stay_fixed_when_input_is_sliced(session):
     assert len(whole) == len(pieces) == -(-len(speech) // 1920)
     for a, b in zip(whole, pieces):
         assert all(np.array_equal(x, y) for x, y in zip(a, b))
+
+
+def test_search_backend_choice(bundle):
+    """CPU provider: numpy search, torch never needed. Asking for Triton without CUDA is a clear error."""
+    s = CodecSession(bundle, threads=1)
+    assert s.search_backend == "numpy"
+    from runtime.rvq import gpu_search_available
+
+    why = gpu_search_available()
+    if why is None:
+        pytest.skip("a CUDA GPU is present: the no-GPU error path cannot be exercised")
+    with pytest.raises(RuntimeError, match="Triton codeword search cannot run here"):
+        CodecSession(bundle, threads=1, search="triton")
+    with pytest.raises(ValueError, match="unknown search"):
+        CodecSession(bundle, threads=1, search="faiss")

@@ -9,6 +9,7 @@ STAMP := $(VENV)/.installed
 
 test: system-deps models
 	$(PY) -m ruff check .
+	$(PY) -m mypy
 	$(PY) -m pytest -q
 
 venv: $(STAMP)

@@ -8,6 +8,8 @@ sounddevice is imported lazily, so file-to-file streaming works on machines with
 """
 from __future__ import annotations
 
+from typing import Any
+
 import threading
 import time
 from pathlib import Path
@@ -210,7 +212,7 @@ class MicInput:
         self.ring = RingBuffer(int(capacity_s * self.rate))
         self._t_last = 0.0
         self.status_overflows = 0
-        self._stream = None
+        self._stream: Any = None
         self.end_reason = "device lost"  # a capture stream only ends by itself when the device goes
 
     def _callback(self, indata, frames, t, status) -> None:  # PortAudio thread: copy only

@@ -10,6 +10,8 @@ speaker never lags the input by more than that.
 """
 from __future__ import annotations
 
+from typing import Any
+
 import os
 import time
 from pathlib import Path
@@ -84,7 +86,7 @@ class SpeakerOutput:
         self.underruns = 0
         self.samples = 0
         self._primed = False
-        self._stream = None
+        self._stream: Any = None
         self._scratch = np.zeros(0, dtype=np.float32)
         self.prime = int(prime_s * self.rate)
         self.max_queue = int(max_queue_s * self.rate)

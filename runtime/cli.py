@@ -39,16 +39,16 @@ def reraise_interrupt(e: BaseException) -> None:
     """Re-raise a Ctrl-C that a library wrapped into another exception: pybind11 modules (onnxruntime)
     turn a KeyboardInterrupt during their import into ``ImportError("initialization failed")``,
     which a CLI would otherwise report as a missing install."""
-    seen = e
+    seen: BaseException | None = e
     for _ in range(8):  # the cause/context chain, bounded
-        seen = seen.__cause__ or seen.__context__
+        seen = seen.__cause__ or seen.__context__ if seen is not None else None
         if seen is None:
             return
         if isinstance(seen, KeyboardInterrupt):
             raise KeyboardInterrupt from None
 
 
-def run_cli(main: Callable[[Sequence[str] | None], int], argv: Sequence[str] | None = None) -> int:
+def run_cli(main: Callable[..., int], argv: Sequence[str] | None = None) -> int:
     """``main(argv)``, with Ctrl-C turned into :func:`interrupted` (exit status 130).
 
     SIGINT gets Python's default handler even when the process started with it ignored (a job put in

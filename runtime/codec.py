@@ -10,7 +10,7 @@ from __future__ import annotations
 import hashlib
 import warnings
 from pathlib import Path
-from typing import TYPE_CHECKING, Sequence
+from typing import TYPE_CHECKING, Any, Sequence
 
 import numpy as np
 
@@ -56,7 +56,7 @@ class CodecSession:
         self.bundle = bundle if isinstance(bundle, Bundle) else Bundle(bundle, verify_hashes)
         self.provider, self.threads = provider, threads
         self._ort = ort
-        self._sessions: dict[str, object] = {}
+        self._sessions: dict[str, Any] = {}
         self._fallback_reported = False
         cb = self.bundle.load_codebooks()
         try:

@@ -59,11 +59,10 @@ def run(args: argparse.Namespace) -> int:
         print(f"warning: {w.message}", file=sys.stderr)
     if args.command == "encode":
         write_tokens(args.output, session.encode_file(args.input))
-    elif args.command == "decode":
+    elif args.command == "decode" and tokens is not None:
         session.decode_to_file(tokens, args.output, args.rate, allow_other_bundle=args.allow_other_bundle)
     else:
-        tokens = session.encode_file(args.input)
-        session.decode_to_file(tokens, args.output, args.rate)
+        session.decode_to_file(session.encode_file(args.input), args.output, args.rate)
     return 0
 
 

@@ -133,7 +133,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = p.parse_args(argv)
     try:
         llm = default_llm() if args.check else assemble_llm(force=args.force)
-        report = {"llm": str(llm), "sha256": LLM_SHA256}
+        report: dict[str, object] = {"llm": str(llm), "sha256": LLM_SHA256}
         if args.check:
             report["codec"] = str(default_codec())
             report["demos"] = {t: str(default_demos(t)) for t in DEMO_TASKS}

@@ -17,7 +17,7 @@ import ctypes
 import weakref
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Sequence, Union
+from typing import Any, Callable, Sequence, Union
 
 import numpy as np
 
@@ -159,7 +159,7 @@ class FrozenLM:
         self.stats = LMStats()
         self._cached: list[int] = []  # ids whose KV entries are in the cache, in order
         self._last_logits: np.ndarray | None = None  # logits after the whole of _cached
-        self.prefix_cache = None  # a runtime.prefix_cache.PrefixCache: eval_prefix reads/writes it
+        self.prefix_cache: Any = None  # a runtime.prefix_cache.PrefixCache: eval_prefix reads/writes it
         self._prefix: list[int] = []
         self._prefix_logits: np.ndarray | None = None
         self._fingerprint: str | None = None
@@ -439,7 +439,10 @@ class FrozenLM:
         """Score ``group``'s candidates in one decode: candidate i runs in KV sequence i+1, which
         shares the prompt's cells (a unified cache: copying a sequence only tags cells)."""
         lc, mem, P = self._lc, self._memory(), len(prompt)
-        toks, pos, seqs, rows_of = [], [], [], []
+        toks: list[int] = []
+        pos: list[int] = []
+        seqs: list = []
+        rows_of: list = []
         for s, ci in enumerate(group, start=1):
             lc.llama_memory_seq_cp(mem, 0, s, 0, P)
             body = cands[ci][:-1]

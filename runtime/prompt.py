@@ -106,7 +106,7 @@ def split_audio_span(ids: Sequence[int], layout: Layout, layers: Layers, n_group
     if len(ids) != len(sched):
         raise ValueError(f"span has {len(ids)} ids, expected {len(sched)} for {n_groups} groups "
                          f"({layout}, {layers})")
-    per = {1: [], 2: [], 3: []}
+    per: dict[int, list[int]] = {1: [], 2: [], 3: []}
     for tok, layer in zip(ids, sched):
         per[layer].append(int(tok))
     return AudioTokens(per[1], per[2], per[3])

@@ -18,7 +18,7 @@ import sys
 import time
 import warnings
 from pathlib import Path
-from typing import Sequence
+from typing import Any, Sequence
 
 # Thread hygiene, set before numpy / llama.cpp load. llama.cpp and onnxruntime bring their own
 # threads: OpenBLAS threads on top (the numpy codeword search) oversubscribe the cores (measured up
@@ -99,12 +99,12 @@ def run_task(a: argparse.Namespace, engine, demo_set, opts) -> dict:
         for lab, lp in ranked:
             print(f"logprob {lab} {lp:.4f}")
         return {"label": r.label, "logprobs": r.logprobs, "prompt_tokens": r.prompt_tokens}
-    fn = {"tts": tts, "text2sound": text2sound, "denoise": denoise}[a.task]
-    r = fn(engine, demo_set, Path(a.input) if a.task == "denoise" else a.input, opts)
-    write_audio(a.output, r.pcm, engine.sample_rate)
-    secs = len(r.pcm) / engine.sample_rate
-    print(f"wrote {a.output} ({secs:.2f} s, prompt {r.prompt_tokens} tokens)")
-    return {"output": str(a.output), "seconds": secs, "prompt_tokens": r.prompt_tokens}
+    fn: Any = {"tts": tts, "text2sound": text2sound, "denoise": denoise}[a.task]
+    gen = fn(engine, demo_set, Path(a.input) if a.task == "denoise" else a.input, opts)
+    write_audio(a.output, gen.pcm, engine.sample_rate)
+    secs = len(gen.pcm) / engine.sample_rate
+    print(f"wrote {a.output} ({secs:.2f} s, prompt {gen.prompt_tokens} tokens)")
+    return {"output": str(a.output), "seconds": secs, "prompt_tokens": gen.prompt_tokens}
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -2,6 +2,8 @@
 the sink, run, and close the outputs whatever happens (see ``runtime/stream.py`` for the CLI)."""
 from __future__ import annotations
 
+from typing import Any
+
 import argparse
 import json
 import sys
@@ -136,7 +138,7 @@ def run_audio(a: argparse.Namespace, processor, sink, stats: StreamStats, stop: 
     recorder = FileOutput(a.record_input, stats.rate) if a.record_input is not None else None
     try:
         if a.input == "mic":
-            source = MicInput(a.device)
+            source: Any = MicInput(a.device)
         else:
             reader = FileReader(a.input)
             if a.fast:

@@ -24,7 +24,7 @@ import numpy as np
 STAGES = ("capture", "encode", "search", "llm_prefill", "llm_generate", "decode", "playback")
 
 
-def summarize(ms: list[float]) -> dict[str, float | int]:
+def summarize(ms: list[float]) -> dict[str, float | int | None]:
     """``{"n", "p50_ms", "p95_ms", "max_ms"}`` of a list of durations in milliseconds."""
     if not ms:
         return {"n": 0, "p50_ms": None, "p95_ms": None, "max_ms": None}

@@ -71,7 +71,7 @@ class DenoiseProcessor:
         from runtime.tasks.denoise import chunk_groups
 
         self.engine, self.demos, self.opts = engine, list(demos), opts
-        self.groups = chunk_groups(engine, opts.clip_seconds)
+        self.groups = chunk_groups(engine, opts.seconds)
         self.chunk = self.groups * engine.group_samples
         self.enc, self.dec = engine.codec.new_stream(), engine.codec.new_stream()
         self.index = 0
@@ -175,7 +175,7 @@ class ClassifyProcessor:
         labels = sorted({str(d.output) for d in self.demos})
         reserve = max(len(c) for c in label_candidates(e.tokenize, labels)) + 1
         return warm_prefix(e, lambda q: e.prompt(self.demos, q, opts, classification_instruction(labels),
-                                                 reserve=reserve), e.samples(opts.clip_seconds))
+                                                 reserve=reserve), e.samples(opts.seconds))
 
     def _classify(self, pcm: np.ndarray, start: int, stats: StreamStats) -> None:
         from runtime.tasks.classify import classify_tokens
@@ -183,7 +183,7 @@ class ClassifyProcessor:
         t0 = time.perf_counter()
         e = self.engine
         with stats.time("encode"):
-            query = e.clip_tokens(fix_length(pcm, e.samples(self.opts.clip_seconds), self.opts.crop))
+            query = e.clip_tokens(fix_length(pcm, e.samples(self.opts.seconds), self.opts.crop))
         with stats.time("llm_prefill"):
             r = classify_tokens(e, self.demos, query, self.opts, self.method)
         rate = e.sample_rate
@@ -193,9 +193,9 @@ class ClassifyProcessor:
 
 
 def classify_demos(engine: FewShotEngine, demo_set, opts: TaskOptions) -> list[Demo]:
-    """The classify task's demonstrations (``opts.shots`` per label), clips cut to ``opts.clip_seconds``."""
+    """The classify task's demonstrations (``opts.shots`` per label), clips cut to ``opts.seconds``."""
     rows = demo_set.select_per_label(opts.shots)
-    return [Demo(engine.clip_tokens(engine.load_clip(r.input, opts.clip_seconds, opts.crop)), r.label)
+    return [Demo(engine.clip_tokens(engine.load_clip(r.input, opts.seconds, opts.crop)), r.label)
             for r in rows]
 
 
@@ -219,9 +219,9 @@ class TextToAudio:
         else:
             pairs = [(r.text or text2sound.label_text(r.label), r.output) for r in rows]
             self.instruction = text2sound.INSTRUCTION
-        self.demos = [Demo(t, engine.clip_tokens(engine.load_clip(p, opts.clip_seconds, opts.crop)))
+        self.demos = [Demo(t, engine.clip_tokens(engine.load_clip(p, opts.seconds, opts.crop)))
                       for t, p in pairs]
-        self.samples = engine.samples(opts.clip_seconds)
+        self.samples = engine.samples(opts.seconds)
         self.groups = engine.groups_for(self.samples)
 
     def query_text(self, line: str) -> str:

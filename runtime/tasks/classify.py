@@ -75,19 +75,19 @@ def classify(engine: FewShotEngine, demo_set: DemoSet, query: Query, opts: TaskO
              method: str = "score") -> ClassifyResult:
     """Classify ``query`` (audio path, mono pcm at the codec rate, or tokens) with ``demo_set``.
 
-    Uses ``opts.shots`` demonstrations per label (all if None), clips cut to ``opts.clip_seconds``.
+    Uses ``opts.shots`` demonstrations per label (all if None), clips cut to ``opts.seconds``.
     """
     opts = opts.with_defaults("classify", demo_set.info)
     rows = demo_set.select_per_label(opts.shots)
-    demos = [Demo(engine.clip_tokens(engine.load_clip(r.input, opts.clip_seconds, opts.crop)), r.label)
+    demos = [Demo(engine.clip_tokens(engine.load_clip(r.path("input"), opts.seconds, opts.crop)), r.string("label"))
              for r in rows]
     return classify_tokens(engine, demos, query_tokens(engine, query, opts), opts, method)
 
 
 def query_tokens(engine: FewShotEngine, query: Query, opts: TaskOptions) -> AudioTokens:
-    """A classification query as tokens: files and pcm are cut/padded to ``opts.clip_seconds``."""
+    """A classification query as tokens: files and pcm are cut/padded to ``opts.seconds``."""
     if isinstance(query, AudioTokens):
         return query
     if isinstance(query, (str, Path)):
-        return engine.clip_tokens(engine.load_clip(query, opts.clip_seconds, opts.crop))
-    return engine.clip_tokens(fix_length(query, engine.samples(opts.clip_seconds), opts.crop))
+        return engine.clip_tokens(engine.load_clip(query, opts.seconds, opts.crop))
+    return engine.clip_tokens(fix_length(query, engine.samples(opts.seconds), opts.crop))

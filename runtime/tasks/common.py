@@ -58,6 +58,20 @@ class TaskOptions:
     draft: str = "none"
     max_draft: int = 8
 
+    @property
+    def seconds(self) -> float:
+        """``clip_seconds`` after :meth:`with_defaults` (always set then)."""
+        if self.clip_seconds is None:
+            raise TaskError("TaskOptions.clip_seconds is unset: call with_defaults(task) first")
+        return self.clip_seconds
+
+    @property
+    def layer_mode(self) -> Layers:
+        """``layers`` after :meth:`with_defaults` (always set then)."""
+        if self.layers is None:
+            raise TaskError("TaskOptions.layers is unset: call with_defaults(task) first")
+        return self.layers
+
     def with_defaults(self, task: str, demo_info: dict | None = None) -> "TaskOptions":
         """Fill ``layers`` and ``clip_seconds`` for ``task``; validate the rest."""
         layers = self.layers or ("semantic" if task == "classify" else "all")
@@ -167,7 +181,7 @@ class FewShotEngine:
                reserve: int, template: Template = Template()) -> Prompt:
         """Episode ids; raises ContextOverflowError (saying how many demonstrations fit) if too long."""
         return build_episode_prompt(self.tokenize, demos, query, instruction=instruction if opts.induction else None,
-                                    bos_id=self.lm.bos_id, layout=opts.layout, layers=opts.layers,
+                                    bos_id=self.lm.bos_id, layout=opts.layout, layers=opts.layer_mode,
                                     repeats=opts.repeats, template=template, n_ctx=self.lm.n_ctx,
                                     reserve=reserve, per_group=self.per_group)
 
@@ -177,7 +191,7 @@ class FewShotEngine:
         return lambda step: self.layer_masks[sched[step] - 1]
 
     def span_length(self, n_groups: int, opts: TaskOptions) -> int:
-        return len(span_layer_schedule(n_groups, opts.layout, opts.layers, self.per_group))
+        return len(span_layer_schedule(n_groups, opts.layout, opts.layer_mode, self.per_group))
 
     def use_prefix(self, prompt: Prompt) -> None:
         """Keep ``prompt``'s fixed prefix (instruction + demonstrations) in the LLM's KV cache,
@@ -195,16 +209,16 @@ class FewShotEngine:
         from runtime.draft import span_drafter
 
         n = self.span_length(n_groups, opts)
-        qspan = audio_span(query, opts.layout, opts.layers, self.per_group) if query is not None else None
+        qspan = audio_span(query, opts.layout, opts.layer_mode, self.per_group) if query is not None else None
         if opts.draft == "aligned" and (qspan is None or len(qspan) != n):
             raise TaskError("draft 'aligned' needs a query clip of the span's length (the denoise task)")
         drafter = span_drafter(opts.draft, qspan if qspan is not None and len(qspan) == n else None)
-        ids = self.lm.generate(prompt_ids, n, allowed=self.span_allowed(n_groups, opts.layout, opts.layers),
+        ids = self.lm.generate(prompt_ids, n, allowed=self.span_allowed(n_groups, opts.layout, opts.layer_mode),
                                temperature=opts.temperature, seed=opts.seed if seed is None else seed,
                                drafter=drafter, max_draft=opts.max_draft)
         if len(ids) != n:  # generate() stops early only on stop_ids, which we never pass
             raise TaskError(f"the LLM returned {len(ids)} tokens, expected {n}")
-        return split_audio_span(ids, opts.layout, opts.layers, n_groups, self.per_group)
+        return split_audio_span(ids, opts.layout, opts.layer_mode, n_groups, self.per_group)
 
 
 def open_engine(model: str | Path, codec: str | Path, n_ctx: int = 2048, threads: int | None = None,

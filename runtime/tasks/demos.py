@@ -50,6 +50,20 @@ class DemoRow:
     text: str | None
     line: int
 
+    def path(self, field: str) -> Path:
+        """The ``input``/``output`` clip path, which the task's manifest check made sure exists."""
+        value = getattr(self, field)
+        if not isinstance(value, Path):
+            raise DemoError(f"manifest line {self.line}: no {field} clip")
+        return value
+
+    def string(self, field: str) -> str:
+        """The ``label``/``text`` column, which the task's manifest check made sure exists."""
+        value = getattr(self, field)
+        if not isinstance(value, str):
+            raise DemoError(f"manifest line {self.line}: no {field}")
+        return value
+
 
 @dataclass(frozen=True)
 class DemoSet:

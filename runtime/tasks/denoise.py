@@ -1,7 +1,7 @@
 """Few-shot denoising (paper §5.2): noisy audio -> clean audio, chunk by chunk, same length as the input.
 
 Demonstrations are (noisy, clean) pairs cut to one fixed chunk of whole codec groups
-(``opts.clip_seconds`` rounded up to groups of 120 ms; 0.96 s = 8 groups by default). The input
+(``opts.seconds`` rounded up to groups of 120 ms; 0.96 s = 8 groups by default). The input
 is split into chunks of that length (the last one zero-padded); each chunk is encoded by a
 continuous codec stream, its tokens go into the prompt after the demonstration prefix (whose KV
 cache the LLM keeps between chunks, and reads from its on-disk prefix cache when it has one), the
@@ -20,7 +20,7 @@ import numpy as np
 from runtime.audio import read_audio
 from runtime.codec_stream import join_groups
 from runtime.prompt import AudioTokens, Demo, Prompt
-from runtime.tasks.common import FewShotEngine, TaskError, TaskOptions, crop_start, fix_length
+from runtime.tasks.common import Crop, FewShotEngine, TaskError, TaskOptions, crop_start, fix_length
 from runtime.tasks.demos import DemoSet
 
 INSTRUCTION = "Please denoise the last noisy input\n"
@@ -40,7 +40,7 @@ def chunk_groups(engine: FewShotEngine, seconds: float) -> int:
     return engine.groups_for(engine.samples(seconds))
 
 
-def load_pair(engine: FewShotEngine, noisy: Path, clean: Path, n: int, crop: str) -> tuple[np.ndarray, np.ndarray]:
+def load_pair(engine: FewShotEngine, noisy: Path, clean: Path, n: int, crop: Crop) -> tuple[np.ndarray, np.ndarray]:
     """A (noisy, clean) pair cut to ``n`` samples at the same position (chosen on the clean clip)."""
     x, y = read_audio(noisy, engine.sample_rate), read_audio(clean, engine.sample_rate)
     start = crop_start(min(len(x), len(y)), n, crop, y[:len(x)])
@@ -48,7 +48,7 @@ def load_pair(engine: FewShotEngine, noisy: Path, clean: Path, n: int, crop: str
 
 
 def pair_demos(engine: FewShotEngine, pairs: Sequence[tuple[Path, Path]], opts: TaskOptions) -> list[Demo]:
-    n = chunk_groups(engine, opts.clip_seconds) * engine.group_samples
+    n = chunk_groups(engine, opts.seconds) * engine.group_samples
     out = []
     for noisy, clean in pairs:
         x, y = load_pair(engine, noisy, clean, n, opts.crop)
@@ -59,7 +59,7 @@ def pair_demos(engine: FewShotEngine, pairs: Sequence[tuple[Path, Path]], opts: 
 def chunk_prompts(engine: FewShotEngine, demos: Sequence[Demo], pcm: np.ndarray,
                   opts: TaskOptions) -> Iterator[tuple[Prompt, AudioTokens]]:
     """(prompt, query tokens) per chunk of mono ``pcm`` (n,), encoded by one continuous codec stream."""
-    g = chunk_groups(engine, opts.clip_seconds)
+    g = chunk_groups(engine, opts.seconds)
     n = g * engine.group_samples
     enc = engine.codec.new_stream()
     for start in range(0, len(pcm), n):
@@ -72,8 +72,11 @@ def denoise_pcm(engine: FewShotEngine, demos: Sequence[Demo], pcm: np.ndarray, o
     pcm = np.asarray(pcm, dtype=np.float32).reshape(-1)
     if pcm.size == 0:
         raise TaskError("the input audio is empty")
-    g = chunk_groups(engine, opts.clip_seconds)
-    bad = [d.input.n_groups for d in demos if d.input.n_groups != g or d.output.n_groups != g]
+    g = chunk_groups(engine, opts.seconds)
+    spans = [(d.input, d.output) for d in demos if isinstance(d.input, AudioTokens) and isinstance(d.output, AudioTokens)]
+    if len(spans) != len(demos):
+        raise TaskError("denoise demonstrations must be audio -> audio")
+    bad = [x.n_groups for x, y in spans if x.n_groups != g or y.n_groups != g]
     if bad:
         raise TaskError(f"denoise demonstrations must all be {g} groups long (got {bad[0]})")
     dec = engine.codec.new_stream()
@@ -91,6 +94,6 @@ def denoise(engine: FewShotEngine, demo_set: DemoSet, audio: Union[str, Path, np
     """Denoise an audio file or mono pcm at the codec rate with noisy -> clean demonstrations."""
     opts = opts.with_defaults("denoise", demo_set.info)
     rows = demo_set.select_first(opts.shots)
-    demos = pair_demos(engine, [(r.input, r.output) for r in rows], opts)
+    demos = pair_demos(engine, [(r.path("input"), r.path("output")) for r in rows], opts)
     pcm = read_audio(audio, engine.sample_rate) if isinstance(audio, (str, Path)) else audio
     return denoise_pcm(engine, demos, pcm, opts)

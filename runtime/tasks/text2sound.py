@@ -27,5 +27,5 @@ def text2sound(engine: FewShotEngine, demo_set: DemoSet, label: str,
     """Generate a clip of ``label`` from label -> clip demonstrations (``opts.shots`` first rows)."""
     opts = opts.with_defaults("text2sound", demo_set.info)
     rows = demo_set.select_first(opts.shots)
-    pairs = [(r.text or label_text(r.label), r.output) for r in rows]
+    pairs = [(r.text or label_text(r.string("label")), r.path("output")) for r in rows]
     return text_to_audio(engine, pairs, label_text(label), opts, INSTRUCTION)

@@ -1,7 +1,7 @@
 """Few-shot text-to-speech (paper §5.2): input text -> audio tokens of the demonstrated length -> wav.
 
 Demonstrations pair a text ("an audio of 3") with a clip; every clip is cut/padded to the same
-duration (``opts.clip_seconds``), so the answer length is known: the LLM generates exactly that many
+duration (``opts.seconds``), so the answer length is known: the LLM generates exactly that many
 groups' tokens under the per-layer masks (no EOS stop inside audio), which map back to codes and
 are decoded by the codec. The query text is used verbatim ("an audio of (1+1)").
 """
@@ -33,8 +33,8 @@ def text_to_audio(engine: FewShotEngine, pairs: Sequence[tuple[str, Path]], text
     text = text.strip()
     if not text:
         raise TaskError("the input text is empty")
-    n = engine.samples(opts.clip_seconds)
-    demos = [Demo(t, engine.clip_tokens(engine.load_clip(p, opts.clip_seconds, opts.crop))) for t, p in pairs]
+    n = engine.samples(opts.seconds)
+    demos = [Demo(t, engine.clip_tokens(engine.load_clip(p, opts.seconds, opts.crop))) for t, p in pairs]
     n_groups = engine.groups_for(n)
     prompt = engine.prompt(demos, text, opts, instruction, reserve=engine.span_length(n_groups, opts))
     engine.use_prefix(prompt)
@@ -46,4 +46,4 @@ def tts(engine: FewShotEngine, demo_set: DemoSet, text: str, opts: TaskOptions =
     """Speak ``text`` in the style of the demonstrations (``opts.shots`` first rows, all if None)."""
     opts = opts.with_defaults("tts", demo_set.info)
     rows = demo_set.select_first(opts.shots)
-    return text_to_audio(engine, [(r.text, r.output) for r in rows], text, opts, TTS_INSTRUCTION)
+    return text_to_audio(engine, [(r.string("text"), r.path("output")) for r in rows], text, opts, TTS_INSTRUCTION)

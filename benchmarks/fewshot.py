@@ -212,7 +212,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="default: semantic (classify), all (denoise)")
     p.add_argument("--layout", choices=("major", "interleaved"), default="major")
     p.add_argument("--induction", choices=("on", "off"), default="on")
-    p.add_argument("--method", choices=("score", "greedy"), default="score", help="classify decoding")
+    p.add_argument("--method", choices=("score", "greedy", "calibrated"), default="score", help="classify decoding")
     p.add_argument("--clip-seconds", type=float, default=None, help="default: 1.0 classify, 0.96 denoise")
     p.add_argument("--crop", choices=("start", "loudest"), default="start")
     p.add_argument("--demos", type=Path, default=None, help="denoise demonstration set (else drawn from DIR)")

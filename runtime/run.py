@@ -56,8 +56,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help=f"fixed prompt clip duration (default: the set's info.json, else {DEFAULT_CLIP_SECONDS})")
     p.add_argument("--crop", choices=("start", "loudest"), default="start",
                    help="part of a longer clip to keep")
-    p.add_argument("--method", choices=("score", "greedy"), default="score",
-                   help="classify: score every label, or the official constrained greedy decoding")
+    p.add_argument("--method", choices=("score", "greedy", "calibrated"), default="score",
+                   help="classify: score every label, the official constrained greedy decoding, or scores "
+                        "calibrated by a silent query (contextual calibration)")
     p.add_argument("--threads", type=int, default=None, help="LLM and onnxruntime threads")
     p.add_argument("--n-ctx", type=int, default=2048, help="LLM context size in tokens")
     p.add_argument("--seed", type=int, default=0)

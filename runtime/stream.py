@@ -71,7 +71,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--threads", type=int, default=None, help="LLM and onnxruntime threads")
     p.add_argument("--n-ctx", type=int, default=2048, help="LLM context size in tokens")
     p.add_argument("--shots", type=int, default=None, help="demonstrations per label (classify) or in total")
-    p.add_argument("--method", choices=("score", "greedy"), default="score", help="classify decoding")
+    p.add_argument("--method", choices=("score", "greedy", "calibrated"), default="score", help="classify decoding")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--temperature", type=float, default=0.0, help="0 = greedy")
     p.add_argument("--force", action="store_true", help="overwrite --output")

@@ -252,3 +252,30 @@ def test_cli_argument_errors(capsys, task_llm, matched_bundle, demo_root, tmp_pa
     rc, _, err = _cli(capsys, "--task", "denoise", "--demos", demo_root / "sets" / "denoise-voicebank",
                       "--input", tmp_path / "none.wav", "--output", tmp_path / "o.wav", *common)
     assert rc == 1 and "none.wav does not exist" in err
+
+
+def test_classify_calibrated_subtracts_the_silent_query_prior(engine, demo_root):
+    import numpy as np
+
+    from runtime.prompt import Demo
+    from runtime.tasks.classify import classify, query_tokens
+
+    demos = _set(demo_root, "classify-esc50")
+    query = DATA / "esc50" / "audio" / "4-182395-A-0.wav"
+    opts = _opts(shots=1).with_defaults("classify", demos.info)
+    cal = classify(engine, demos, query, _opts(shots=1), method="calibrated")
+    raw = classify(engine, demos, query, _opts(shots=1))
+    assert cal.method == "calibrated" and cal.logprobs == pytest.approx(raw.logprobs, abs=1e-3)
+    # The prior, by hand: the same prompt with a silent query of the same length.
+    q = query_tokens(engine, query, opts)
+    silent = engine.clip_tokens(np.zeros(q.n_groups * engine.group_samples, dtype=np.float32))
+    rows = demos.select_per_label(1)
+    shots = [Demo(engine.clip_tokens(engine.load_clip(r.path("input"), opts.seconds, opts.crop)), r.string("label"))
+             for r in rows]
+    from runtime.prompt import classification_instruction, label_candidates
+
+    labels = demos.labels
+    cands = label_candidates(engine.tokenize, labels)
+    prior = engine.lm.label_logprobs(engine.prompt(shots, silent, opts, classification_instruction(labels), 8).ids, cands)
+    want = labels[int(np.argmax(np.array([raw.logprobs[lab] for lab in labels]) - prior))]
+    assert cal.label == want

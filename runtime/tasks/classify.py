@@ -5,7 +5,8 @@ label's token ids with `FrozenLM.label_logprobs` (the demonstration prefix is ev
 engine, the query once, then all labels in one batch, one KV sequence each) and returns the argmax.
 ``method="greedy"`` is the official decoder:
 greedy with a per-step mask allowing the j-th token of any label (+EOS), matched back to a label;
-log-probabilities are reported either way.
+``method="calibrated"`` scores like "score", then subtracts each label's log-probability after a silent
+query (contextual calibration: the prompt's label prior). Raw log-probabilities are reported either way.
 """
 from __future__ import annotations
 
@@ -20,7 +21,7 @@ from runtime.tasks.common import FewShotEngine, TaskError, TaskOptions, fix_leng
 from runtime.tasks.demos import DemoSet
 
 Query = Union[str, Path, np.ndarray, AudioTokens]
-METHODS = ("score", "greedy")
+METHODS = ("score", "greedy", "calibrated")
 
 
 @dataclass(frozen=True)
@@ -53,8 +54,22 @@ def classify_tokens(engine: FewShotEngine, demos: Sequence[Demo], query: AudioTo
     logprobs = {lab: float(v) for lab, v in zip(labels, lps)}
     if method == "score":
         return ClassifyResult(labels[int(np.argmax(lps))], logprobs, len(prompt.ids))
+    if method == "calibrated":
+        shift = _content_free_logprobs(engine, demos, query.n_groups, opts, labels, cands)
+        return ClassifyResult(labels[int(np.argmax(lps - shift))], logprobs, len(prompt.ids), "calibrated")
     gen = _constrained_greedy(engine, prompt.ids, labels, cands)
     return ClassifyResult(_match_label(gen, labels, cands), logprobs, len(prompt.ids), "greedy", gen)
+
+
+def _content_free_logprobs(engine: FewShotEngine, demos: Sequence[Demo], n_groups: int, opts: TaskOptions,
+                           labels: list[str], cands: list[list[int]]) -> np.ndarray:
+    """Label log-probs after a silent query of the same length: the prompt's label prior, which
+    contextual calibration (Zhao et al. 2021, "Calibrate before use") subtracts from the query's scores;
+    it removes the bias towards short or recent labels that raw sums of token log-probs carry."""
+    silent = engine.clip_tokens(np.zeros(n_groups * engine.group_samples, dtype=np.float32))
+    prompt = engine.prompt(demos, silent, opts, classification_instruction(labels),
+                           reserve=max(len(c) for c in cands))
+    return np.asarray(engine.lm.label_logprobs(prompt.ids, cands), dtype=np.float64)
 
 
 def _constrained_greedy(engine: FewShotEngine, ids: list[int], labels: list[str],

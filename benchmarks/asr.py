@@ -8,7 +8,6 @@ Text normalisation for WER: lower case, punctuation dropped, digits 0-9 spelt as
 from __future__ import annotations
 
 import hashlib
-import os
 import re
 import shutil
 from pathlib import Path
@@ -39,7 +38,9 @@ def _package_data(name: str) -> Path:
 
 def model_dir(cache: Path | None = None) -> Path:
     """A folder with ``model.bin`` (parts joined, sha256 checked once) and Whisper's text files."""
-    cache = cache or Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "llmcodec_edge" / "whisper-base"
+    from runtime.prefix_cache import default_cache_dir  # the project's one cache root ($LLMCODEC_CACHE)
+
+    cache = cache or default_cache_dir() / "whisper-base"
     stamp = cache / ".verified"
     if stamp.is_file() and (cache / "model.bin").is_file():
         return cache

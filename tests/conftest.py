@@ -8,6 +8,13 @@ from pathlib import Path
 # llama.cpp's OpenMP workers busy-wait and OpenBLAS spawns a thread per core: on a 2-core CI box the
 # two fight each other and few-shot runs get 20-70x slower. Set before numpy / llama.cpp load.
 import runtime.threads  # noqa: E402,F401  (the one thread environment: set before numpy/llama.cpp)
+
+# CLI runs inside tests write their caches (prefix KV states, the assembled Whisper model) here, not into
+# the user's ~/.cache; one directory per pytest process so runs stay independent.
+if "LLMCODEC_CACHE" not in os.environ:
+    import tempfile
+
+    os.environ["LLMCODEC_CACHE"] = tempfile.mkdtemp(prefix="llmcodec-test-cache-")
 # Triton's interpreter must be chosen before triton itself is first imported (torch._dynamo pulls it
 # in): with no NVIDIA device the Triton tests run on the CPU under TRITON_INTERPRET=1.
 if not Path("/dev/nvidiactl").exists():

@@ -69,7 +69,10 @@ def _content_free_logprobs(engine: FewShotEngine, demos: Sequence[Demo], n_group
     silent = engine.clip_tokens(np.zeros(n_groups * engine.group_samples, dtype=np.float32))
     prompt = engine.prompt(demos, silent, opts, classification_instruction(labels),
                            reserve=max(len(c) for c in cands))
-    return np.asarray(engine.lm.label_logprobs(prompt.ids, cands), dtype=np.float64)
+    key = (tuple(prompt.ids), tuple(tuple(c) for c in cands))
+    if key not in engine.prior_cache:  # the prior depends on the demonstrations only: once per set
+        engine.prior_cache[key] = np.asarray(engine.lm.label_logprobs(prompt.ids, cands), dtype=np.float64)
+    return engine.prior_cache[key]
 
 
 def _constrained_greedy(engine: FewShotEngine, ids: list[int], labels: list[str],

@@ -137,6 +137,7 @@ class FewShotEngine:
         self.group_samples = int(codec.group_frames * codec.hop)
         # One allowed-token mask per codec layer, from the bundle's token tables (never "code = id").
         self.layer_masks = [codec.layer_mask(l, lm.n_vocab) for l in range(1, len(codec.strides) + 1)]
+        self.prior_cache: dict[tuple, np.ndarray] = {}  # classify --method calibrated: label priors
         try:  # the prompt layout follows the bundle's VQ strides, not a hard-coded 1/2/4
             self.per_group = tokens_per_group(codec.strides)
         except ValueError as e:

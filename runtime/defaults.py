@@ -14,11 +14,11 @@ or damaged file.
 from __future__ import annotations
 
 import argparse
-import hashlib
 import json
 from pathlib import Path
 from typing import Sequence
 
+from runtime.bundle import sha256_file
 from runtime.cli import fatal, run_cli
 
 DEFAULT_ROOT = Path(__file__).resolve().parents[1] / "models" / "default"
@@ -47,11 +47,8 @@ def missing_default(path: Path, flag: str) -> str:
 
 
 def sha256_of(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
+    """Plain hex sha256 of a file (``runtime.bundle.sha256_file``, the project's one file hash)."""
+    return sha256_file(path).removeprefix("sha256:")
 
 
 def default_llm(root: Path | None = None) -> Path:

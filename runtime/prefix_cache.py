@@ -27,6 +27,9 @@ from typing import Sequence
 
 import numpy as np
 
+from runtime.bundle import sha256_file
+
+
 __all__ = ["PrefixCache", "PrefixCacheWarning", "default_cache_dir", "model_sha256"]
 
 MAGIC = b"LLMCPFX\0"
@@ -47,11 +50,7 @@ def default_cache_dir() -> Path:
 
 
 def _sha256_file(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
+    return sha256_file(path).removeprefix("sha256:")  # the project's one file hash (runtime/bundle.py)
 
 
 def model_sha256(path: Path, root: Path | None = None) -> str:

@@ -12,7 +12,7 @@ from typing import Any, Sequence
 
 from .cpu import NumpyNearest, NumpyRvq, nearest_codeword_np, rvq_step_np
 
-__all__ = ["nearest_codeword", "rvq_step", "NumpyNearest", "NumpyRvq", "nearest_codeword_np",
+__all__ = ["nearest_codeword", "rvq_step", "gpu_search_available", "NumpyNearest", "NumpyRvq", "nearest_codeword_np",
            "rvq_step_np", "BACKENDS"]
 
 BACKENDS = ("auto", "numpy", "triton", "torch")
@@ -35,6 +35,18 @@ def _pick_backend(x: Any, backend: str) -> str:
 
 def _to_numpy(x: Any) -> Any:
     return x.detach().cpu().float().numpy() if _is_torch_tensor(x) else x
+
+
+def gpu_search_available() -> str | None:
+    """None if the Triton search can run here (torch with CUDA, triton), else why not (one line).
+
+    Imports torch only when called: the runtime asks on its GPU providers only."""
+    try:
+        import torch
+        import triton  # noqa: F401
+    except ImportError as e:
+        return f"{e.name} is not installed (pip install '.[kernels]' and a CUDA torch)"
+    return None if torch.cuda.is_available() else "torch sees no CUDA device"
 
 
 def nearest_codeword(queries: Any, codebook: Any, backend: str = "auto") -> tuple[Any, Any]:

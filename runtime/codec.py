@@ -86,7 +86,7 @@ class CodecSession:
             raise ValueError(f"unknown search {search!r}; choose auto, numpy or triton")
         if search == "numpy" or (search == "auto" and self.provider == "cpu"):
             return "numpy"
-        from runtime.rvq import gpu_search_available
+        from kernels import gpu_search_available
 
         why = gpu_search_available()
         if why is None:

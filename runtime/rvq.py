@@ -34,15 +34,6 @@ def make_rvq(tables: Tables, strides: Sequence[int] = (4, 2, 1), backend: str = 
     return NumpyRvq(tables, strides)
 
 
-def gpu_search_available() -> str | None:
-    """None if the Triton search can run here (torch with CUDA, triton), else why not (one line)."""
-    try:
-        import torch
-        import triton  # noqa: F401
-    except ImportError as e:
-        return f"{e.name} is not installed (pip install '.[kernels]' and a CUDA torch)"
-    return None if torch.cuda.is_available() else "torch sees no CUDA device"
-
 
 def rvq_step(latent: np.ndarray, tables: Tables, strides: Sequence[int] = (4, 2, 1)) -> tuple[list[np.ndarray], np.ndarray]:
     """One-shot quantisation of complete groups of latent frames ``(T, D)``."""

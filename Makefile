@@ -31,9 +31,9 @@ $(DEFAULT)/codec/manifest.json: $(DEFAULT)/llm.gguf $(DEFAULT)/checkpoint/model.
 OUT ?= out
 demo: models
 	@mkdir -p $(OUT)
-	$(PY) -m runtime.stream --task denoise --input $(DEFAULT)/examples/noisy_p257_411.wav --output $(OUT)/denoised.wav --fast --force
-	$(PY) -m runtime.run --task classify --input $(DEFAULT)/examples/dog_4-199261-A-0.wav --shots 2
-	$(PY) -m runtime.codec roundtrip $(DEFAULT)/examples/clean_p257_411.wav $(OUT)/roundtrip.wav \
+	$(PY) -m runtime.stream --task denoise --input examples/noisy_p257_411.wav --output $(OUT)/denoised.wav --fast --force
+	$(PY) -m runtime.run --task classify --input examples/dog_4-199261-A-0.wav --shots 2
+	$(PY) -m runtime.codec roundtrip examples/clean_p257_411.wav $(OUT)/roundtrip.wav \
 		--codec $(DEFAULT)/codec --force
 	@echo "demo outputs in $(OUT)/ (denoised.wav, roundtrip.wav)"
 

@@ -131,7 +131,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     ap.add_argument("--skip-synthetic", action="store_true", help="with --tasks: only the task-level figures")
     ap.add_argument("--codec", type=Path, default=None, help="--tasks: codec bundle (default: models/default/codec)")
     ap.add_argument("--denoise-files", type=Path, nargs="+", default=None,
-                    help="--tasks: noisy recordings (default: models/default/examples/noisy_*.wav)")
+                    help="--tasks: noisy recordings (default: examples/noisy_*.wav)")
     ap.add_argument("--max-chunks", type=int, default=8, help="--tasks: denoise chunks (spans) decoded per drafter")
     ap.add_argument("--max-draft", type=int, default=8, help="--tasks: draft tokens per verification batch")
     a = ap.parse_args(argv)
@@ -157,21 +157,26 @@ def main(argv: Sequence[str] | None = None) -> int:
         if a.model is None:
             env["model"] = f"tiny dim {a.tiny_dim} x {a.tiny_layers} layers (LLaMA-2 vocab)"
         rows = [{**r, **env} for r in run(lm, a.prefix_tokens, a.query_tokens, a.gen_tokens, a.reps, a.warmup)]
-    for r in rows:
-        print(json.dumps(r))
-    if a.json_out:
-        with open(a.json_out, "a") as f:
-            f.writelines(json.dumps(r) + "\n" for r in rows)
-    print()
+    _emit(rows, a.json_out)
     print(markdown(rows, env, env["model"]))
     return 0
+
+
+def _emit(rows: list[dict], json_out: str | Path | None) -> None:
+    """One JSON line per row on stdout (and appended to ``json_out``), then a blank line."""
+    for r in rows:
+        print(json.dumps(r))
+    if json_out:
+        with open(json_out, "a") as f:
+            f.writelines(json.dumps(r) + "\n" for r in rows)
+    print()
 
 
 def _main_tasks(a: argparse.Namespace) -> int:
     from benchmarks.llm_draft import run_tasks
     from runtime.defaults import DEFAULT_ROOT
 
-    files = a.denoise_files or sorted((DEFAULT_ROOT / "examples").glob("noisy_*.wav"))
+    files = a.denoise_files or sorted((DEFAULT_ROOT.parents[1] / "examples").glob("noisy_*.wav"))
     env = {**_env(), "model": str(a.model or "models/default/llm.gguf"), "threads": a.threads,
            "n_gpu_layers": a.n_gpu_layers, "denoise_files": [str(f) for f in files]}
     rows = []
@@ -181,12 +186,7 @@ def _main_tasks(a: argparse.Namespace) -> int:
         del lm
     rows += run_tasks(a.model, a.codec, files, a.threads, a.n_ctx, a.n_gpu_layers, a.max_chunks, a.max_draft, a.reps)
     rows = [{**r, **env} for r in rows]
-    for r in rows:
-        print(json.dumps(r))
-    if a.json_out:
-        with open(a.json_out, "a") as f:
-            f.writelines(json.dumps(r) + "\n" for r in rows)
-    print()
+    _emit(rows, a.json_out)
     print(task_markdown(rows, env))
     return 0
 

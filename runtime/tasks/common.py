@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Callable, Literal, Sequence
+from typing import Any, Callable, Literal, Sequence
 
 import numpy as np
 
@@ -137,7 +137,8 @@ class FewShotEngine:
         self.group_samples = int(codec.group_frames * codec.hop)
         # One allowed-token mask per codec layer, from the bundle's token tables (never "code = id").
         self.layer_masks = [codec.layer_mask(l, lm.n_vocab) for l in range(1, len(codec.strides) + 1)]
-        self.prior_cache: dict[tuple, np.ndarray] = {}  # classify --method calibrated: label priors
+        # classify --method calibrated: silent-query tokens per length and label priors per prompt
+        self.prior_cache: dict[tuple, Any] = {}
         try:  # the prompt layout follows the bundle's VQ strides, not a hard-coded 1/2/4
             self.per_group = tokens_per_group(codec.strides)
         except ValueError as e:

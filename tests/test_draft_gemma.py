@@ -18,7 +18,7 @@ pytest.importorskip("llama_cpp", reason="llama-cpp-python not installed")
 
 GEMMA = DEFAULT_ROOT / "llm.gguf"
 BUNDLE = DEFAULT_ROOT / "codec"
-NOISY = DEFAULT_ROOT / "examples" / "noisy_p257_411.wav"
+NOISY = DEFAULT_ROOT.parents[1] / "examples" / "noisy_p257_411.wav"
 
 
 @pytest.fixture(scope="module")

@@ -5,7 +5,7 @@ PY := $(VENV)/bin/python
 PIP := $(PY) -m pip
 STAMP := $(VENV)/.installed
 
-.PHONY: test venv demo demo-pipeline models report system-deps clean-venv
+.PHONY: test venv demo demo-pipeline models report system-deps clean-venv gpu-check
 
 test: system-deps models
 	$(PY) -m ruff check .
@@ -41,6 +41,15 @@ demo: models
 REPORT_ARGS ?=
 report: models
 	$(PY) -m benchmarks.report $(REPORT_ARGS) --force
+
+# The one prepared GPU check (benchmarks/gpu_check.py): every gpu/triton/tensorrt test and a reduced GPU
+# benchmark grid, one Markdown + JSON summary in $(GPU_OUT). Runs with the GPU machine's own python3
+# (a CUDA torch + triton; it needs numpy, onnx, onnxruntime, soundfile, soxr, gguf, pytest) and a
+# cut-down Triton autotune space, so a cold cache fits a short lease (< 8 minutes on one H100/H200).
+GPU_PY ?= python3
+GPU_OUT ?= runs/gpu-check
+gpu-check:
+	LLMCODEC_AUTOTUNE=quick PYTHONUNBUFFERED=1 $(GPU_PY) -m benchmarks.gpu_check --out $(GPU_OUT)
 
 # The training pipeline end to end in ~4 minutes: a tiny LLaMA GGUF with the real LLaMA-2 vocabulary,
 # a short causal-codec training run on FSDD, ONNX export (self-verified), a torch-free round trip.

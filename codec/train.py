@@ -39,6 +39,7 @@ from codec.training.objective import GeneratorObjective, LossWeights, TextTarget
 from codec.training.loop import EVAL_FILE, run_loop
 from codec.training.state import METRICS_FILE, TRAIN_STATE_FILE, cleanup_distributed, init_distributed
 from codec.training.trainer import OptimConfig, Trainer
+from codec.training.warm import warm_start
 from codec.vocab import VocabError, build_residual_table, build_word_table, load_vocab, make_vocab_info
 
 OUTPUT_FILES = (CONFIG_FILE, WEIGHTS_FILE, VOCAB_FILE, TRAIN_STATE_FILE, METRICS_FILE, EVAL_FILE)
@@ -71,6 +72,13 @@ def build_parser() -> argparse.ArgumentParser:
     ap.add_argument("--teacher", choices=sorted(TEACHERS), default="mfcc", help="consistency-loss teacher")
     ap.add_argument("--no-adversarial", action="store_true", help="train without the discriminator")
     ap.add_argument("--adv-start", type=int, default=0, help="first step using the discriminator")
+    ap.add_argument("--disc-every", type=int, default=1,
+                    help="update the discriminator (and use the adversarial/feature losses) every N-th step only: "
+                         "N=2 makes a step ~25%% cheaper on CPU (benchmarks/results/train_profile_small_gemma.md)")
+    ap.add_argument("--init", type=Path, default=None,
+                    help="warm start: codec weights from this checkpoint (a run dir or the weights-only "
+                         "models/default/checkpoint; its discriminator too when it holds train_state.pt); "
+                         "fresh optimiser and LR schedule")
     ap.add_argument("--loss-weight", action="append", default=[], metavar="NAME=VALUE",
                     help=f"override a loss weight ({', '.join(f.name for f in dataclasses.fields(LossWeights))})")
     ap.add_argument("--entropy-tau", type=float, default=0.05,
@@ -160,6 +168,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         die("--steps and --batch-size must be positive")
     if args.entropy_tau <= 0:
         die("--entropy-tau must be positive")
+    if args.disc_every < 1:
+        die("--disc-every must be >= 1")
+    if args.init is not None and args.resume:
+        die("--init starts a new run from given weights; --resume continues the run in --out: pass one of them")
     threads = torch.get_num_threads()
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -209,9 +221,14 @@ def _train(args: argparse.Namespace, info, device: torch.device) -> int:
                                    TextTargets(vocab) if weights.semantic > 0 else None)
     disc = None if args.no_adversarial else discriminator_for(cfg.preset)
     opt = OptimConfig(lr=args.lr, warmup=args.warmup, schedule=args.schedule, final_lr_ratio=args.final_lr_ratio,
-                      grad_clip=args.grad_clip, adv_start=args.adv_start)
-    trainer = Trainer(codec, objective, disc, opt, args.steps, info, device)
+                      grad_clip=args.grad_clip, adv_start=args.adv_start, disc_every=args.disc_every)
     vocab_info = make_vocab_info(vocab, word_ids, residual_ids)
+    if args.init is not None:
+        try:
+            warm_start(args.init, args.llm, codec, vocab_info, disc, objective.head)
+        except (FileNotFoundError, ValueError) as e:
+            die(str(e))
+    trainer = Trainer(codec, objective, disc, opt, args.steps, info, device)
     return run_loop(args, trainer, dataset, sampler, loader, eval_wav, vocab_info, info, device)
 
 

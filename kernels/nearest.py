@@ -153,11 +153,21 @@ def _configs(tiles: list[tuple[int, int, int, int]], stages: list[int]) -> list[
 
 
 # Small M: the codebook tile is the only real traffic; vary its shape and the pipelining depth.
-_SMALL_CONFIGS = _configs([(16, bn, bk, w) for bn in (64, 128) for bk in (64, 128) for w in (4, 8)], [2, 3, 4])
+_SMALL_FULL = _configs([(16, bn, bk, w) for bn in (64, 128) for bk in (64, 128) for w in (4, 8)], [2, 3, 4])
 # Large M: classic GEMM tiles (BLOCK_N <= 256 = the split granule below).
-_LARGE_CONFIGS = _configs([(bm, bn, bk, 8 if bm * bn >= 128 * 256 else 4)
-                           for bm, bn in ((64, 128), (64, 256), (128, 64), (128, 128), (128, 256))
-                           for bk in (32, 64)], [3, 4])
+_LARGE_FULL = _configs([(bm, bn, bk, 8 if bm * bn >= 128 * 256 else 4)
+                        for bm, bn in ((64, 128), (64, 256), (128, 64), (128, 128), (128, 256))
+                        for bk in (32, 64)], [3, 4])
+# A cold autotune of the full spaces costs ~1 s of compilation per config and key: tests and the
+# prepared GPU check (`make gpu-check`, LLMCODEC_AUTOTUNE=quick) use two configs each, both valid for
+# every shape (correctness does not depend on the tile), so a cold Triton cache stays within minutes.
+_SMALL_QUICK = _configs([(16, 128, 64, 4), (16, 64, 128, 4)], [3])
+_LARGE_QUICK = _configs([(128, 128, 64, 8), (64, 256, 32, 8)], [3])
+AUTOTUNE = os.environ.get("LLMCODEC_AUTOTUNE", "full")
+if AUTOTUNE not in ("full", "quick"):
+    raise ValueError(f"LLMCODEC_AUTOTUNE={AUTOTUNE!r}: use full or quick")
+_SMALL_CONFIGS = _SMALL_QUICK if AUTOTUNE == "quick" else _SMALL_FULL
+_LARGE_CONFIGS = _LARGE_QUICK if AUTOTUNE == "quick" else _LARGE_FULL
 _KEY = ["M_BUCKET", "N", "D", "POOL", "PRECISION"]
 _nearest_small = triton.autotune(configs=_SMALL_CONFIGS, key=_KEY)(_nearest_kernel)
 _nearest_large = triton.autotune(configs=_LARGE_CONFIGS, key=_KEY)(_nearest_kernel)

@@ -19,6 +19,9 @@ if "LLMCODEC_CACHE" not in os.environ:
 # in): with no NVIDIA device the Triton tests run on the CPU under TRITON_INTERPRET=1.
 if not Path("/dev/nvidiactl").exists():
     os.environ.setdefault("TRITON_INTERPRET", "1")
+# Tests check results, not speed: a cut-down Triton autotune space (kernels/nearest.py) keeps a cold
+# cache on a GPU within minutes.
+os.environ.setdefault("LLMCODEC_AUTOTUNE", "quick")
 
 import pytest
 

@@ -32,6 +32,7 @@ class OptimConfig:
     final_lr_ratio: float = 0.1
     grad_clip: float = 1.0
     adv_start: int = 0  # first step with the discriminator (None-like: >= total steps disables it)
+    disc_every: int = 1  # discriminator update + adversarial terms on every N-th step from adv_start
 
 
 class CodecWithHead(nn.Module):
@@ -85,7 +86,7 @@ class Trainer:
         out, head_pred = self.gen_ddp(wav)
         logs: dict[str, float] = {}
         disc_fake = real_feats = None
-        if self.disc is not None and step >= self.opt_cfg.adv_start:
+        if self.uses_disc(step):
             real_feats = self._disc_step(wav, out.audio.detach(), logs)
             self.disc.requires_grad_(False)
             disc_fake = self.disc(out.audio)
@@ -102,6 +103,11 @@ class Trainer:
         logs.update({k: float(v.detach()) for k, v in terms.items()})
         logs["grad_norm"], logs["lr"] = float(grad_norm), self.sched_g.get_last_lr()[0]
         return logs
+
+    def uses_disc(self, step: int) -> bool:
+        """Whether ``step`` updates the discriminator and adds the adversarial and feature-matching terms."""
+        start, every = self.opt_cfg.adv_start, self.opt_cfg.disc_every
+        return self.disc is not None and step >= start and (step - start) % every == 0
 
     def _disc_step(self, wav: Tensor, fake: Tensor, logs: dict[str, float]) -> list[list[Tensor]]:
         b = wav.shape[0]

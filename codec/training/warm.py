@@ -1,0 +1,47 @@
+"""Warm start (``codec.train --init DIR``): a new run that begins from another run's weights.
+
+Unlike ``--resume`` (same run, same schedule, optimiser state), a warm start takes only weights: the
+codec's from any checkpoint (a training run or the weights-only ``models/default/checkpoint``, whose
+frozen codebooks are rebuilt from ``--llm``), and the discriminator's and consistency head's from the
+run's ``train_state.pt`` when it is there (a fresh discriminator would first feed the generator noise).
+The optimiser and LR schedule start fresh, so the new run's ``--steps``/``--warmup`` apply.
+"""
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import Any
+
+from torch import nn
+
+from codec.checkpoint import load_checkpoint
+from codec.model import LLMCodec
+from codec.training.state import TRAIN_STATE_FILE, load_train_state
+
+
+def warm_start(directory: Path, llm: Path, codec: LLMCodec, vocab_info: dict[str, Any],
+               disc: nn.Module | None, head: nn.Module | None) -> list[str]:
+    """Load ``directory``'s weights into ``codec`` (and ``disc``/``head`` when saved); returns what was loaded.
+
+    Raises ``ValueError`` when the checkpoint's config or token tables differ from this run's."""
+    source, info = load_checkpoint(directory, llm=llm)
+    if source.cfg.to_dict() != codec.cfg.to_dict():
+        diff = {k: v for k, v in source.cfg.to_dict().items() if codec.cfg.to_dict().get(k) != v}
+        raise ValueError(f"--init {directory}: its config differs from this run's in {diff} "
+                         "(pass the same --preset/--override as the run that wrote it)")
+    for key in ("word_token_ids", "residual_token_ids"):
+        if info.get(key) is not None and list(info[key]) != list(vocab_info[key]):
+            raise ValueError(f"--init {directory}: its {key} differ from this run's tables (other --llm, "
+                             "--word-table-size or --residual-table-size)")
+    codec.load_state_dict(source.state_dict(), strict=True)
+    loaded = ["codec"]
+    if (directory / TRAIN_STATE_FILE).is_file():
+        state = load_train_state(directory)["trainer"]
+        if disc is not None and state.get("disc") is not None:
+            disc.load_state_dict(state["disc"])
+            loaded.append("discriminator")
+        if head is not None and state.get("head") is not None:
+            head.load_state_dict(state["head"])
+            loaded.append("consistency head")
+    print(f"warm start from {directory}: {', '.join(loaded)}", file=sys.stderr)
+    return loaded

@@ -38,7 +38,7 @@ def stream_ort(session: Any, k: int, reps: int) -> dict[str, Any]:
     rng = np.random.default_rng(k)
     audio = (0.1 * rng.standard_normal((1, 1, k * session.hop))).astype(np.float32)
     latent = rng.standard_normal((1, session.bundle.latent_dim, k)).astype(np.float32)
-    st = {"enc": session.bundle.initial_state("encoder"), "dec": session.bundle.initial_state("decoder")}
+    st = {"enc": session.initial_state("encoder"), "dec": session.initial_state("decoder")}
 
     def enc() -> None:
         st["enc"] = session.run_step("encoder", k, audio, st["enc"])[1]

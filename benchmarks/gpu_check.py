@@ -192,7 +192,7 @@ def run_codec_stream(work: Path, reps: int) -> dict[str, Any]:
 def _ort_row(label: str, session: Any, audio: Any, latent: Any, reps: int, group_ms: float) -> dict[str, Any]:
     stream = session.new_stream()
     search = session.new_searcher()
-    st = {"enc": session.bundle.initial_state("encoder"), "dec": session.bundle.initial_state("decoder")}
+    st = {"enc": session.initial_state("encoder"), "dec": session.initial_state("decoder")}
 
     def enc() -> None:
         st["enc"] = session.run_step("encoder", GROUP_FRAMES, audio, st["enc"])[1]

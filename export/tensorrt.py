@@ -1,15 +1,18 @@
-"""Build TensorRT engines for a bundle's fixed-chunk step graphs and check them on the golden pairs.
+"""Build a bundle's TensorRT engines ahead of time and check them on the golden pairs.
 
-``python -m export.tensorrt BUNDLE_DIR [--fp16]`` writes ``trt/<graph>.<fp32|fp16>.plan`` for every
-``encoder_step_c{k}`` / ``decoder_step_c{k}`` graph, checks each engine against ``golden/<graph>.npz``
-(fp32 must reach ``TRT_FP32_MIN_SNR_DB``; fp16 is reported) and records engines, profiles, TensorRT
-version and SNRs in ``manifest.json``.
+``python -m export.tensorrt BUNDLE_DIR [--fp16]`` runs every fixed-chunk step graph
+(``encoder_step_c{k}`` / ``decoder_step_c{k}``) once per golden step through onnxruntime's TensorRT
+execution provider, which builds the engines and stores them in the bundle's engine cache
+(``runtime.providers.trt_cache_dir``: ``<bundle>/trt_cache``). Each graph's outputs are compared
+with ``golden/<graph>.npz`` (fp32 engines must reach ``TRT_FP32_MIN_SNR_DB``; fp16 is reported) and
+``manifest.json`` records the precision, the cache folder, the onnxruntime version and the SNRs.
+``CodecSession(provider="tensorrt")`` (``--provider tensorrt`` on every CLI) then loads the cached
+engines: the same provider options, so the same engines (runtime/providers.py: the one TensorRT path).
 
-TensorRT is optional and imported lazily (``import_tensorrt``): everything that does not need it
-(profile shapes, tensor order, manifest records, the error when it is missing) works without it.
-Device buffers are torch CUDA tensors (export already depends on torch), so no pycuda is needed.
-The API follows TensorRT 10: explicit batch is the default (``create_network(0)``), named I/O
-tensors (``set_input_shape`` / ``set_tensor_address`` / ``execute_async_v3``).
+TensorRT's Python API is never used: its 10 -> 11 changes (strongly typed networks, no FP16 builder
+flag, no per-layer precision hints) are onnxruntime's business, and fp16 is its ``trt_fp16_enable``
+(TensorRT keeps layers in fp32 where it must). Engines are specific to the GPU and TensorRT
+version; onnxruntime rebuilds a cached engine that does not fit.
 """
 from __future__ import annotations
 
@@ -17,51 +20,34 @@ import argparse
 import json
 import sys
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import numpy as np
 
 from export.compare import Match, compare
 from kernels.tolerances import TOLERANCES
-from runtime.bundle import MANIFEST, Bundle, BundleError, GraphSpec, sha256_file
+from runtime.bundle import MANIFEST, Bundle, BundleError, GraphSpec
 from runtime.cli import atomic_path, fatal, reraise_interrupt, run_cli
+from runtime.providers import missing_provider, provider_list, trt_cache_dir, trt_options
 
 TRT_FP32_MIN_SNR_DB = float(TOLERANCES["codec_trt_fp32_vs_torch"].min_snr_db)  # the one tolerance table
-WORKSPACE_BYTES = 1 << 30
-INSTALL_HINT = ("TensorRT is not installed (import tensorrt failed: {err}). It needs an NVIDIA GPU with CUDA: "
-                "`pip install 'tensorrt>=10'` there, or use the onnxruntime providers (cpu/cuda) instead.")
-# Layers whose fp16 rounding hurts most in this codec: reductions and normalisations (variance of
-# small activations), softmax (attention logits), and unary transcendental ops (Snake's sin, exp, sqrt).
-PRECISION_SENSITIVE = ("REDUCE", "SOFTMAX", "NORMALIZATION", "UNARY")
 
 
 class TensorRTUnavailable(RuntimeError):
-    """TensorRT (>= 10) or a CUDA device is not available."""
+    """onnxruntime here has no TensorRT execution provider (or no onnxruntime at all)."""
 
 
-def import_tensorrt(fp16: bool = False) -> Any:
-    """``import tensorrt`` with a clear, actionable error where it is missing, too old, or (for fp16
-    engines) TensorRT 11+: its networks are always strongly typed and it removed ``BuilderFlag.FP16``,
-    the precision-constraint flags and per-layer precision hints this exporter's fp16 path uses."""
+def import_ort_with_trt() -> Any:
+    """``import onnxruntime``, checking that it offers the TensorRT EP; else one actionable line."""
     try:
-        import tensorrt as trt
+        import onnxruntime as ort
     except ImportError as e:
         reraise_interrupt(e)
-        raise TensorRTUnavailable(INSTALL_HINT.format(err=e)) from None
-    check_version(trt.__version__, fp16)
-    return trt
-
-
-def check_version(version: str, fp16: bool) -> None:
-    """Raise ``TensorRTUnavailable`` for a TensorRT this exporter cannot drive (see ``import_tensorrt``)."""
-    major = int(version.split(".")[0])
-    if major < 10:
-        raise TensorRTUnavailable(f"TensorRT {version} found; this exporter needs TensorRT 10 (pip install "
-                                  "'tensorrt>=10,<11')")
-    if major >= 11 and fp16:
-        raise TensorRTUnavailable(f"TensorRT {version} builds strongly typed networks only (no BuilderFlag.FP16 "
-                                  "or precision constraints): build fp32 engines (drop --fp16) or install "
-                                  "TensorRT 10 for fp16 (pip install 'tensorrt>=10,<11')")
+        raise TensorRTUnavailable(f"onnxruntime is not installed ({e}): pip install onnxruntime-gpu") from None
+    why = missing_provider("tensorrt", ort.get_available_providers())
+    if why is not None:
+        raise TensorRTUnavailable(f"cannot build TensorRT engines: {why}")
+    return ort
 
 
 def engine_graphs(bundle: Bundle) -> list[GraphSpec]:
@@ -70,110 +56,8 @@ def engine_graphs(bundle: Bundle) -> list[GraphSpec]:
             if bundle.graphs[n].kind.endswith("_step")]
 
 
-def profile_shapes(graph: GraphSpec) -> dict[str, tuple[tuple[int, ...], tuple[int, ...], tuple[int, ...]]]:
-    """One explicit optimisation profile: ``{input: (min, opt, max)}``; all equal for fixed-chunk graphs."""
-    shapes = {}
-    for t in graph.inputs:
-        if not all(isinstance(d, int) for d in t.shape):
-            raise ValueError(f"{graph.name}: input {t.name} has a dynamic shape {t.shape}; "
-                             "TensorRT engines are built for the fixed-chunk graphs only")
-        shape = tuple(int(d) for d in t.shape)
-        shapes[t.name] = (shape, shape, shape)
-    return shapes
-
-
-def tensor_order(graph: GraphSpec) -> list[tuple[str, str]]:
-    """I/O tensors as TensorRT enumerates them for a parsed ONNX graph: inputs, then outputs."""
-    return [(t.name, "input") for t in graph.inputs] + [(t.name, "output") for t in graph.outputs]
-
-
-def engine_file(graph: GraphSpec, fp16: bool) -> str:
-    return f"trt/{graph.name}.{'fp16' if fp16 else 'fp32'}.plan"
-
-
-def build_engine(trt: Any, onnx_path: Path, graph: GraphSpec, fp16: bool,
-                 workspace: int = WORKSPACE_BYTES) -> bytes:
-    """Parse ``onnx_path`` and build a serialized engine with one profile from ``profile_shapes``."""
-    logger = trt.Logger(trt.Logger.WARNING)
-    builder = trt.Builder(logger)
-    network = builder.create_network(0)
-    parser = trt.OnnxParser(network, logger)
-    if not parser.parse(onnx_path.read_bytes()):
-        errors = "; ".join(str(parser.get_error(i)) for i in range(parser.num_errors))
-        raise RuntimeError(f"TensorRT could not parse {onnx_path}: {errors}")
-    names = [network.get_input(i).name for i in range(network.num_inputs)]
-    expected = [n for n, mode in tensor_order(graph) if mode == "input"]
-    if names != expected:
-        raise RuntimeError(f"{onnx_path}: TensorRT inputs {names} differ from the manifest's {expected}")
-    config = builder.create_builder_config()
-    config.set_memory_pool_limit(trt.MemoryPoolType.WORKSPACE, workspace)
-    if fp16:
-        config.set_flag(trt.BuilderFlag.FP16)
-        config.set_flag(trt.BuilderFlag.PREFER_PRECISION_CONSTRAINTS)
-        pin_fp32(trt, network)
-    profile = builder.create_optimization_profile()
-    for name, (lo, opt, hi) in profile_shapes(graph).items():
-        profile.set_shape(name, lo, opt, hi)
-    config.add_optimization_profile(profile)
-    serialized = builder.build_serialized_network(network, config)
-    if serialized is None:
-        raise RuntimeError(f"TensorRT failed to build an engine for {onnx_path} (see the log above)")
-    return bytes(serialized)
-
-
-def pin_fp32(trt: Any, network: Any) -> int:
-    """Keep precision-sensitive layers in fp32 inside an fp16 engine; returns how many were pinned."""
-    sensitive = {getattr(trt.LayerType, n) for n in PRECISION_SENSITIVE if hasattr(trt.LayerType, n)}
-    pinned = 0
-    for i in range(network.num_layers):
-        layer = network.get_layer(i)
-        if layer.type in sensitive:
-            layer.precision = trt.float32
-            for j in range(layer.num_outputs):
-                if layer.get_output(j).dtype in (trt.float32, trt.float16):
-                    layer.set_output_type(j, trt.float32)
-            pinned += 1
-    return pinned
-
-
-class EngineRunner:
-    """Runs one deserialized engine on CUDA with torch-allocated device buffers."""
-
-    def __init__(self, trt: Any, engine_bytes: bytes) -> None:
-        import torch
-
-        if not torch.cuda.is_available():
-            raise TensorRTUnavailable("TensorRT engines need a CUDA device; torch.cuda.is_available() is False")
-        self.trt, self.torch = trt, torch
-        self.runtime = trt.Runtime(trt.Logger(trt.Logger.WARNING))
-        self.engine = self.runtime.deserialize_cuda_engine(engine_bytes)
-        if self.engine is None:
-            raise RuntimeError("TensorRT could not deserialize the engine (built by another TensorRT version?)")
-        self.context = self.engine.create_execution_context()
-        self.names = [self.engine.get_tensor_name(i) for i in range(self.engine.num_io_tensors)]
-        self.inputs = [n for n in self.names if self.engine.get_tensor_mode(n) == trt.TensorIOMode.INPUT]
-        self.stream = torch.cuda.Stream()
-
-    def __call__(self, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-        torch, trt = self.torch, self.trt
-        buffers = {}
-        for name in self.inputs:  # all input shapes first: output shapes depend on them
-            t = torch.from_numpy(np.ascontiguousarray(feeds[name])).cuda()
-            self.context.set_input_shape(name, tuple(t.shape))
-            buffers[name] = t
-        for name in self.names:
-            if name not in buffers:
-                dtype = np.dtype(trt.nptype(self.engine.get_tensor_dtype(name)))
-                shape = tuple(self.context.get_tensor_shape(name))
-                buffers[name] = torch.from_numpy(np.empty(shape, dtype=dtype)).cuda()
-            self.context.set_tensor_address(name, buffers[name].data_ptr())
-        if not self.context.execute_async_v3(self.stream.cuda_stream):
-            raise RuntimeError("TensorRT execute_async_v3 failed")
-        self.stream.synchronize()
-        return {n: buffers[n].cpu().numpy() for n in self.names if n not in self.inputs}
-
-
-def check_golden(run: Any, golden: dict[str, np.ndarray], graph: GraphSpec, min_snr_db: float) -> list[Match]:
+def check_golden(run: Callable[[dict[str, np.ndarray]], dict[str, np.ndarray]], golden: dict[str, np.ndarray],
+                 graph: GraphSpec, min_snr_db: float) -> list[Match]:
     """Feed every golden step's inputs (state teacher-forced) and compare every output over all steps."""
     steps = golden[f"in.{graph.inputs[0].name}"].shape[0]
     got: dict[str, list[np.ndarray]] = {t.name: [] for t in graph.outputs}
@@ -184,42 +68,44 @@ def check_golden(run: Any, golden: dict[str, np.ndarray], graph: GraphSpec, min_
     return [compare(t.name, golden[f"out.{t.name}"], np.stack(got[t.name]), min_snr_db) for t in graph.outputs]
 
 
-def record_engine(manifest: dict[str, Any], graph: GraphSpec, fp16: bool, file: str, digest: str,
-                  matches: list[Match], trt_version: str, device: str) -> None:
-    """Add one engine to ``manifest["tensorrt"]`` and its hash to ``manifest["files"]`` (in place)."""
-    trt_rec = manifest.setdefault("tensorrt", {"engines": {}})
-    trt_rec.update({"version": trt_version, "device": device})
-    trt_rec["engines"].setdefault(graph.name, {})["fp16" if fp16 else "fp32"] = {
-        "file": file,
-        "profile": {n: [list(s) for s in shapes] for n, shapes in profile_shapes(graph).items()},
-        "tensor_order": [n for n, _ in tensor_order(graph)],
+def record(manifest: dict[str, Any], graph: GraphSpec, fp16: bool, matches: list[Match], cache: str,
+           ort_version: str, active: list[str]) -> None:
+    """Add one graph's check to ``manifest["tensorrt"]`` (in place)."""
+    rec = manifest.setdefault("tensorrt", {"graphs": {}})
+    rec.update({"via": "onnxruntime TensorrtExecutionProvider", "onnxruntime": ort_version, "cache_dir": cache,
+                "fp16": fp16, "providers": active})
+    rec.setdefault("graphs", {})[graph.name] = {
         "min_snr_db": {m.name: (round(m.snr_db, 2) if np.isfinite(m.snr_db) else str(m.snr_db)) for m in matches},
-        "precision_fallback": list(PRECISION_SENSITIVE) if fp16 else [],
-    }
-    manifest["files"][file] = digest
+        "ok": all(m.ok for m in matches)}
 
 
-def export_engines(bundle_dir: Path, fp16: bool, log: Any = print) -> bool:
-    """Build, check and record fp32 engines (and fp16 ones with ``fp16``); False if an fp32 check fails."""
-    trt = import_tensorrt(fp16)
+def session_runner(sess: Any, graph: GraphSpec) -> Callable[[dict[str, np.ndarray]], dict[str, np.ndarray]]:
+    names = [t.name for t in graph.outputs]
+    return lambda feeds: dict(zip(names, sess.run(names, feeds)))
+
+
+def export_engines(bundle_dir: Path, fp16: bool, log: Callable[[str], Any] = print) -> bool:
+    """Build (cache), check and record the engines of every step graph; False if an fp32 check fails."""
+    ort = import_ort_with_trt()
     bundle = Bundle(bundle_dir)
-    import torch
+    from runtime.codec import CodecSession  # the session computes the bundle id the cache is keyed by
 
-    device = torch.cuda.get_device_name() if torch.cuda.is_available() else "none"
+    cache = trt_cache_dir(bundle.path, CodecSession.bundle_id_of(bundle))
+    cache.mkdir(parents=True, exist_ok=True)
     manifest, ok = bundle.manifest, True
-    (bundle_dir / "trt").mkdir(exist_ok=True)
     for graph in engine_graphs(bundle):
+        sess = ort.InferenceSession(str(bundle.graph_path(graph.name)),
+                                    providers=provider_list("tensorrt", trt_options(cache, fp16)))
+        active = sess.get_providers()
+        if active[0] != "TensorrtExecutionProvider":
+            raise TensorRTUnavailable(f"onnxruntime could not start TensorRT for {graph.name} (running on {active[0]})")
         golden = dict(np.load(bundle_dir / "golden" / f"{graph.name}.npz"))
-        for half in ([False, True] if fp16 else [False]):
-            blob = build_engine(trt, bundle.graph_path(graph.name), graph, half)
-            rel = engine_file(graph, half)
-            with atomic_path(bundle_dir / rel) as tmp:
-                tmp.write_bytes(blob)
-            matches = check_golden(EngineRunner(trt, blob), golden, graph, TRT_FP32_MIN_SNR_DB)
-            for m in matches:
-                log(f"{graph.name} {'fp16' if half else 'fp32'} {m}")
-            ok &= half or all(m.ok for m in matches)
-            record_engine(manifest, graph, half, rel, sha256_file(bundle_dir / rel), matches, trt.__version__, device)
+        matches = check_golden(session_runner(sess, graph), golden, graph, TRT_FP32_MIN_SNR_DB)
+        for m in matches:
+            log(f"{graph.name} {'fp16' if fp16 else 'fp32'} {m}")
+        ok &= fp16 or all(m.ok for m in matches)
+        rel = str(cache.relative_to(bundle.path)) if cache.is_relative_to(bundle.path) else str(cache)
+        record(manifest, graph, fp16, matches, rel, ort.__version__, active)
     with atomic_path(bundle_dir / MANIFEST) as tmp:  # a Ctrl-C must not leave the bundle's manifest half-written
         tmp.write_text(json.dumps(manifest, indent=2) + "\n")
     return ok
@@ -229,7 +115,7 @@ def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m export.tensorrt", description=__doc__.split("\n\n")[0],
                                 formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     p.add_argument("bundle", type=Path, help="bundle directory written by python -m export.onnx")
-    p.add_argument("--fp16", action="store_true", help="also build fp16 engines (precision-sensitive layers fp32)")
+    p.add_argument("--fp16", action="store_true", help="fp16 engines (reported, not gated: fp16 changes outputs)")
     args = p.parse_args(argv)
     try:
         ok = export_engines(args.bundle, args.fp16)

@@ -16,17 +16,14 @@ import numpy as np
 
 from runtime.audio import read_audio, write_audio
 from runtime.bundle import Bundle, BundleError, graph_name
+from runtime.providers import PROVIDERS, device_type, provider_list, trt_cache_dir, trt_options
 from runtime.rvq import blas_single_thread, dequantize, rvq_step
 from runtime.tokens_file import TokensFile
 
 if TYPE_CHECKING:
     from runtime.codec_stream import CodecStream
 
-PROVIDERS = {
-    "cpu": ["CPUExecutionProvider"],
-    "cuda": ["CUDAExecutionProvider", "CPUExecutionProvider"],
-    "tensorrt": ["TensorrtExecutionProvider", "CUDAExecutionProvider", "CPUExecutionProvider"],
-}
+__all__ = ["CodecSession", "PROVIDERS", "ProviderFallbackWarning"]
 Codes = tuple[np.ndarray, ...]
 
 
@@ -45,10 +42,15 @@ class CodecSession:
         threads: intra-op threads per graph (None: onnxruntime's default).
         verify_hashes: sha256 every bundle file on load (about 1 s per 500 MB; the paper preset's
             bundle is ~800 MB). Presence and format_version are always checked.
+        io_binding: keep the step graphs' streaming state in the provider's memory between steps
+            (onnxruntime I/O binding: on the GPU only the audio chunk in and the output out cross the
+            bus). None: on for the GPU providers, off on "cpu" (where it gains nothing).
+        trt_fp16: TensorRT engines in fp16 (None: what ``export.tensorrt`` recorded in the manifest).
     """
 
     def __init__(self, bundle: str | Path | Bundle, provider: str = "cpu", threads: int | None = None,
-                 verify_hashes: bool = True, search: str = "auto") -> None:
+                 verify_hashes: bool = True, search: str = "auto", io_binding: bool | None = None,
+                 trt_fp16: bool | None = None) -> None:
         import onnxruntime as ort
 
         if provider not in PROVIDERS:
@@ -72,12 +74,22 @@ class CodecSession:
         self._inverse = [_inverse_table(t, self.vocab_size, l) for l, t in enumerate(self.token_tables, start=1)]
         self.word_table_sha256 = _table_sha256(self.word_token_ids)
         self.token_tables_sha256 = [_table_sha256(t) for t in self.token_tables]
-        # Codes are only interchangeable between bundles with identical tables and decoder graphs.
-        ids = [self.bundle.manifest["files"][f] for f in sorted(self.bundle.manifest["files"])
-               if f == "codebooks.npz" or f.startswith("decoder_")]
-        self.bundle_id = "sha256:" + hashlib.sha256("\n".join(ids).encode()).hexdigest()[:32]
+        self.bundle_id = self.bundle_id_of(self.bundle)
+        recorded = self.bundle.manifest.get("tensorrt") or {}
+        self.trt_fp16 = bool(recorded.get("fp16", False)) if trt_fp16 is None else trt_fp16
+        self.trt_cache = trt_cache_dir(self.bundle.path, self.bundle_id) if provider == "tensorrt" else None
         self.graph(graph_name("encoder_step", self.chunk_frames[0]))  # report a provider fallback now
+        self.io_binding = provider != "cpu" if io_binding is None else io_binding
+        self.device = device_type(self.active_providers) if self.io_binding else "cpu"
         self.search_backend = self._pick_search(search)
+
+    @staticmethod
+    def bundle_id_of(bundle: Bundle) -> str:
+        """``sha256:<32 hex>`` over the codebooks' and decoder graphs' hashes: codes are only
+        interchangeable between bundles with identical tables and decoder graphs."""
+        ids = [bundle.manifest["files"][f] for f in sorted(bundle.manifest["files"])
+               if f == "codebooks.npz" or f.startswith("decoder_")]
+        return "sha256:" + hashlib.sha256("\n".join(ids).encode()).hexdigest()[:32]
 
     def _pick_search(self, search: str) -> str:
         """The codeword search of streams: "triton" on the GPU providers when it can run, else "numpy"
@@ -138,8 +150,12 @@ class CodecSession:
             if self.threads:
                 opts.intra_op_num_threads = self.threads
                 opts.inter_op_num_threads = 1
+            trt = None
+            if self.trt_cache is not None:
+                self.trt_cache.mkdir(parents=True, exist_ok=True)
+                trt = trt_options(self.trt_cache, self.trt_fp16)
             sess = ort.InferenceSession(str(self.bundle.graph_path(name)), sess_options=opts,
-                                        providers=PROVIDERS[self.provider])
+                                        providers=provider_list(self.provider, trt))
             self._check_provider(sess)
             self._sessions[name] = sess
         return self._sessions[name]
@@ -157,13 +173,42 @@ class CodecSession:
     def active_providers(self) -> list[str]:
         return next(iter(self._sessions.values())).get_providers()
 
-    def run_step(self, part: str, k: int, x: np.ndarray, state: list[np.ndarray]) -> tuple[np.ndarray, list[np.ndarray]]:
-        """One ``{part}_step_c{k}`` call: ``x`` audio ``(1, 1, k*hop)`` or latent ``(1, D, k)`` -> (y, new state)."""
+    def initial_state(self, part: str) -> list[Any]:
+        """The initial streaming state of ``part`` ("encoder"/"decoder"): numpy arrays, or with I/O
+        binding onnxruntime ``OrtValue`` tensors in the provider's memory (opaque to callers)."""
+        state = self.bundle.initial_state(part)
+        if not self.io_binding:
+            return state
+        return [self._ort.OrtValue.ortvalue_from_numpy(s, self.device, 0) for s in state]
+
+    def run_step(self, part: str, k: int, x: np.ndarray, state: list[Any]) -> tuple[np.ndarray, list[Any]]:
+        """One ``{part}_step_c{k}`` call: ``x`` audio ``(1, 1, k*hop)`` or latent ``(1, D, k)`` -> (y, new state).
+
+        ``state`` comes from :meth:`initial_state` or the previous call (numpy, or device-resident
+        ``OrtValue`` tensors with I/O binding: then only ``x`` and ``y`` cross to and from the host)."""
         name = graph_name(f"{part}_step", k)
         spec = self.bundle.graphs[name]
+        if self.io_binding:
+            return self._run_bound(name, spec, x, state)
         feeds = {spec.inputs[0].name: x, **{t.name: s for t, s in zip(spec.inputs[1:], state)}}
         y, *new_state = self.graph(name).run([t.name for t in spec.outputs], feeds)
         return y, new_state
+
+    def _run_bound(self, name: str, spec: Any, x: np.ndarray, state: list[Any]) -> tuple[np.ndarray, list[Any]]:
+        ort, dev = self._ort, self.device
+        binding = self.graph(name).io_binding()
+        binding.bind_cpu_input(spec.inputs[0].name, np.ascontiguousarray(x, dtype=np.float32))
+        for t, s in zip(spec.inputs[1:], state):
+            binding.bind_ortvalue_input(t.name, s)
+        binding.bind_output(spec.outputs[0].name, "cpu")
+        # Fresh device tensors for the new state (onnxruntime's arena makes this cheap): the caller's
+        # old state stays valid, as with the numpy path.
+        new_state = [ort.OrtValue.ortvalue_from_shape_and_type([int(d) for d in t.shape], np.dtype(t.dtype), dev, 0)
+                     for t in spec.outputs[1:]]
+        for t, v in zip(spec.outputs[1:], new_state):
+            binding.bind_ortvalue_output(t.name, v)
+        self.graph(name).run_with_iobinding(binding)
+        return binding.get_outputs()[0].numpy(), new_state
 
     def plan_chunks(self, frames: int) -> list[int]:
         """Split ``frames`` into the available chunk graphs, largest first (leftover < smallest is left)."""

@@ -42,8 +42,8 @@ class CodecStream:
     def reset(self) -> None:
         """Forget all buffered audio and latents and return both graphs to their initial state."""
         s = self.session
-        self._enc_state = s.bundle.initial_state("encoder")
-        self._dec_state = s.bundle.initial_state("decoder")
+        self._enc_state = s.initial_state("encoder")
+        self._dec_state = s.initial_state("decoder")
         self._n_pcm = 0
         self._n_lat = 0
         self.samples_in = 0

@@ -202,3 +202,43 @@ def test_search_backend_choice(bundle):
         CodecSession(bundle, threads=1, search="triton")
     with pytest.raises(ValueError, match="unknown search"):
         CodecSession(bundle, threads=1, search="faiss")
+
+
+def test_io_binding_streams_identically(bundle, session, speech):
+    """The I/O-bound step path (the GPU providers' default; bound to CPU memory here) keeps the state
+    as OrtValues between steps and gives exactly the codes and audio of the plain path."""
+    bound = CodecSession(bundle, provider="cpu", threads=1, io_binding=True)
+    assert bound.io_binding and bound.device == "cpu" and not session.io_binding
+    state = bound.initial_state("encoder")
+    assert all(isinstance(s, ort.OrtValue) for s in state)
+    plain, fast = session.new_stream(), bound.new_stream()
+    groups = plain.encode(speech) + plain.flush()
+    bound_groups = fast.encode(speech) + fast.flush()
+    assert len(groups) == len(bound_groups)
+    for a, b in zip(groups, bound_groups):
+        assert all(np.array_equal(x, y) for x, y in zip(a, b))
+    np.testing.assert_array_equal(plain.decode(groups), fast.decode(bound_groups))
+    y0, s1 = bound.run_step("encoder", 4, speech[None, None, :1920].astype(np.float32), state)
+    y1, _ = bound.run_step("encoder", 4, speech[None, None, :1920].astype(np.float32), state)
+    np.testing.assert_array_equal(y0, y1)  # the caller's old state is not overwritten by a step
+
+
+def test_tensorrt_provider_options_and_fallback(bundle, tmp_path):
+    """provider="tensorrt": the one TensorRT path is onnxruntime's TensorRT EP with its engine cache in
+    the bundle (or the user cache when the bundle is read-only); without it, a fallback warning."""
+    from runtime.providers import provider_list, trt_cache_dir, trt_options
+
+    opts = trt_options(tmp_path / "c", fp16=True)
+    assert opts["trt_engine_cache_enable"] and opts["trt_fp16_enable"] and opts["trt_engine_cache_path"] == str(tmp_path / "c")
+    assert provider_list("tensorrt", opts)[0] == ("TensorrtExecutionProvider", opts)
+    assert provider_list("cuda") == ["CUDAExecutionProvider", "CPUExecutionProvider"]
+    b = tmp_path / "b"
+    shutil.copytree(bundle, b)
+    assert trt_cache_dir(b, "sha256:abc") == b / "trt_cache"
+    if "TensorrtExecutionProvider" in ort.get_available_providers():
+        pytest.skip("onnxruntime here has TensorRT: no fallback to observe")
+    with pytest.warns(ProviderFallbackWarning, match="TensorrtExecutionProvider"):
+        s = CodecSession(b, provider="tensorrt", threads=1)
+    assert s.trt_cache == b / "trt_cache" and s.device == "cpu"  # bound to where it actually runs
+    codes = s.encode(real_speech(seconds=0.5))
+    assert len(codes) == 3

@@ -1,4 +1,4 @@
-"""The frozen LLM of the few-shot engine: llama.cpp over raw token ids (the only llama_cpp user).
+"""The frozen LLM of the few-shot engine: `FrozenLM`, llama.cpp over raw token ids.
 
 Few-shot episodes share a long fixed prefix (instruction + demonstrations) and differ only in the
 query, so the KV cache of the longest common prefix with the previous sequence is kept and only
@@ -10,6 +10,12 @@ Evaluations go through our own ``llama_batch`` (`logits_rows`: one logits row pe
 position, for the draft verifier of `runtime.draft`); label candidates are scored in parallel KV
 sequences sharing the prompt's cells (`label_logprobs`); a prefix's KV state can be saved and
 restored (`sequence_state`, `load_sequence_state`) for `runtime.prefix_cache`.
+
+The engine is split by concept; this module holds the class and its evaluation core:
+`runtime.lm_model` opens the GGUF (checks, `ModelLoadError`, the multi-sequence context),
+`runtime.lm_scoring` scores label candidates, `runtime.lm_sampling` picks tokens under masks,
+`runtime.lm_errors` holds the llama_cpp-free errors. Names other modules import from here stay
+importable from here (`__all__`).
 """
 from __future__ import annotations
 
@@ -17,30 +23,18 @@ import ctypes
 import weakref
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Sequence, Union
+from typing import Any, Sequence
 
 import numpy as np
 
 from runtime.lm_errors import ContextOverflowError, VocabularyMismatchError
+from runtime.lm_model import ModelLoadError, check_tokenizer, llama_cpp_version, load_llama, open_sequences
+from runtime.lm_sampling import Allowed, log_softmax, select_token, step_mask
+from runtime.lm_scoring import label_logprobs
 from runtime.vocab import fingerprint_of_bytes
 
 __all__ = ["FrozenLM", "LMStats", "ModelLoadError", "ContextOverflowError", "select_token",
            "VocabularyMismatchError", "log_softmax", "llama_cpp_version"]
-
-
-def llama_cpp_version() -> str:
-    """The llama-cpp-python version (part of the prefix-cache key: KV layouts change between versions)."""
-    import llama_cpp
-
-    return str(llama_cpp.__version__)
-
-# A per-step allowed set: bool mask (V,) or int index array; or a callable / list giving one per step.
-AllowedStep = np.ndarray
-Allowed = Union[None, AllowedStep, Sequence[AllowedStep], Callable[[int], AllowedStep]]
-
-
-class ModelLoadError(RuntimeError):
-    """The GGUF is missing, is not a GGUF, or llama.cpp cannot load it."""
 
 
 @dataclass
@@ -59,13 +53,6 @@ class LMStats:
         return self.draft_accepted / self.draft_proposed if self.draft_proposed else 0.0
 
 
-def log_softmax(logits: np.ndarray) -> np.ndarray:
-    """Numerically stable log-softmax over the last axis, float64."""
-    x = np.asarray(logits, dtype=np.float64)
-    m = np.max(x, axis=-1, keepdims=True)
-    return x - m - np.log(np.sum(np.exp(x - m), axis=-1, keepdims=True))
-
-
 def _common_prefix(a: list[int], b: list[int]) -> int:
     """Length of the common prefix of two id lists (fast path: b extends a)."""
     if len(b) >= len(a) and b[:len(a)] == a:
@@ -79,29 +66,6 @@ def _chunks(start: int, end: int, cap: int) -> list[tuple[int, int]]:
     """[start, end) cut into batches of at most ``cap`` tokens."""
     bounds = list(range(start, end, cap)) + [end]
     return list(zip(bounds[:-1], bounds[1:]))
-
-
-def _check_gguf(path: Path) -> None:
-    if not path.exists():
-        raise ModelLoadError(f"LLM model file not found: {path}")
-    if not path.is_file():
-        raise ModelLoadError(f"LLM model path {path} is a directory or special file, not a GGUF file")
-    with open(path, "rb") as f:
-        magic = f.read(4)
-    if magic != b"GGUF":
-        raise ModelLoadError(f"{path} is not a GGUF file (magic {magic!r}, expected b'GGUF'); "
-                             f"convert the model with llama.cpp's convert scripts")
-
-
-def _gguf_architecture(path: Path) -> str | None:
-    """``general.architecture`` of a GGUF, or None if the header cannot be read (error path only: slow)."""
-    try:
-        import gguf
-
-        field = gguf.GGUFReader(path, "r").get_field("general.architecture")
-        return bytes(field.parts[field.data[0]]).decode("utf-8") if field is not None else None
-    except Exception:  # any damage: the caller reports the file as corrupt
-        return None
 
 
 class FrozenLM:
@@ -129,25 +93,9 @@ class FrozenLM:
 
         self._lc = llama_cpp
         self.model_path = Path(model_path)
-        _check_gguf(self.model_path)
-        kv_types = {"f16": llama_cpp.GGML_TYPE_F16, "f32": llama_cpp.GGML_TYPE_F32}
-        if kv_type not in kv_types:
-            raise ValueError(f"kv_type must be one of {sorted(kv_types)}, got {kv_type!r}")
-        try:
-            self._llm = llama_cpp.Llama(
-                model_path=str(self.model_path), n_ctx=n_ctx, n_batch=n_batch, n_threads=n_threads,
-                n_gpu_layers=n_gpu_layers, seed=seed, logits_all=False, verbose=verbose,
-                type_k=kv_types[kv_type], type_v=kv_types[kv_type])
-        except (ValueError, RuntimeError, OSError) as e:
-            arch = _gguf_architecture(self.model_path)
-            why = (f"llama.cpp {llama_cpp.__version__} cannot run architecture {arch!r} or the file is damaged"
-                   if arch else "corrupt or truncated GGUF")
-            raise ModelLoadError(f"llama.cpp could not load {self.model_path}: {why} ({e})") from e
+        self._llm = load_llama(self.model_path, n_ctx, n_threads, n_gpu_layers, n_batch, seed, kv_type, verbose)
         self._open_multi_sequence_context(n_seq_max, verbose)
-        tokenizer = self._llm.metadata.get("tokenizer.ggml.model")
-        if tokenizer not in (None, "llama"):
-            raise ModelLoadError(f"{self.model_path} has a {tokenizer!r} vocabulary; the codec's token tables need a "
-                                 "SentencePiece vocabulary (tokenizer.ggml.model 'llama': LLaMA, Gemma, Mistral ...)")
+        check_tokenizer(self._llm, self.model_path)
         self.n_vocab = int(self._llm.n_vocab())
         self.n_ctx = int(self._llm.n_ctx())
         self.bos_id = int(self._llm.token_bos())
@@ -171,21 +119,10 @@ class FrozenLM:
                 f"embedding table the codec was trained on, or re-export the codec for this LLM")
 
     def _open_multi_sequence_context(self, n_seq_max: int, verbose: bool) -> None:
-        """Replace the Llama's context by one with ``n_seq_max`` sequences over a unified KV cache.
-
-        llama-cpp-python's constructor exposes neither setting (it opens one sequence), and batched
-        label scoring needs one sequence per candidate. Same model, same parameters otherwise; our
-        own ``llama_batch`` gives every token its position, sequence and logits flag."""
-        from llama_cpp import _internals
-
+        """`runtime.lm_model.open_sequences` (n_seq_max sequences, unified KV cache) and our own
+        ``llama_batch``, which gives every token its position, sequence and logits flag."""
         lc, llm = self._lc, self._llm
-        # llama.cpp sizes its output buffer by n_batch: more sequences than that abort at creation.
-        self.n_seq_max = max(1, min(int(n_seq_max), int(lc.llama_max_parallel_sequences()), int(llm.n_batch)))
-        params = llm.context_params
-        params.n_seq_max, params.kv_unified = self.n_seq_max, True
-        old, llm._ctx = llm._ctx, _internals.LlamaContext(model=llm._model, params=params, verbose=verbose)
-        old.close()
-        llm.n_tokens = 0
+        self.n_seq_max = open_sequences(llm, n_seq_max, verbose)
         self._batch = lc.llama_batch_init(llm.n_batch, 0, 1)
         self._batch_cap = int(llm.n_batch)
         weakref.finalize(self, lc.llama_batch_free, self._batch)
@@ -396,95 +333,13 @@ class FrozenLM:
                        batched: bool = True) -> np.ndarray:
         """log P(candidate | prompt) for each candidate continuation: (C,) float64.
 
-        The prompt is evaluated once (its KV cache is kept). ``batched``: every candidate gets its
-        own KV sequence sharing the prompt's cells, and all of them are scored in one
-        ``llama_decode`` (more only past n_batch tokens or n_seq_max - 1 candidates); otherwise
-        each further candidate token is one cached step, one candidate after the other. The two
-        agree to ~1e-5 on f32 models; on Q4_K weights to the kernel noise of the class docstring.
+        The prompt is evaluated once (its KV cache is kept). ``batched``: the candidates run in
+        parallel KV sequences sharing the prompt's cells, otherwise one cached step after another
+        (`runtime.lm_scoring.label_logprobs`; the two agree to the kernel noise of the class docstring).
         """
-        prompt = [int(i) for i in prompt_ids]
-        cands = [[int(t) for t in c] for c in candidates]
-        for ci, cand in enumerate(cands):
-            if not cand:
-                raise ValueError(f"candidate {ci} is empty")
-            self._check_ids(cand)
-        self._check_fits(len(prompt) + max((len(c) for c in cands), default=0), "prompt + candidate")
-        first = log_softmax(self.logits(prompt))
-        out = np.array([first[c[0]] for c in cands], dtype=np.float64)
-        longer = [ci for ci, c in enumerate(cands) if len(c) > 1]
-        if batched and self.n_seq_max > 1 and len(prompt) > 1:
-            for group in self._label_groups(longer, cands):
-                self._score_group(prompt, cands, group, out)
-            return out
-        for ci in longer:
-            cand = cands[ci]
-            for j in range(1, len(cand)):
-                out[ci] += log_softmax(self._eval_to(prompt + cand[:j]))[cand[j]]
-        return out
-
-    def _label_groups(self, idx: list[int], cands: list[list[int]]) -> list[list[int]]:
-        """Candidates split so a group fits one batch (n_batch tokens, n_seq_max - 1 sequences)."""
-        groups: list[list[int]] = [[]]
-        used = 0
-        for ci in idx:
-            n = len(cands[ci]) - 1  # all but the candidate's last token
-            if groups[-1] and (used + n > self._batch_cap or len(groups[-1]) >= self.n_seq_max - 1):
-                groups.append([])
-                used = 0
-            groups[-1].append(ci)
-            used += n
-        return [g for g in groups if g]
-
-    def _score_group(self, prompt: list[int], cands: list[list[int]], group: list[int], out: np.ndarray) -> None:
-        """Score ``group``'s candidates in one decode: candidate i runs in KV sequence i+1, which
-        shares the prompt's cells (a unified cache: copying a sequence only tags cells)."""
-        lc, mem, P = self._lc, self._memory(), len(prompt)
-        toks: list[int] = []
-        pos: list[int] = []
-        seqs: list = []
-        rows_of: list = []
-        for s, ci in enumerate(group, start=1):
-            lc.llama_memory_seq_cp(mem, 0, s, 0, P)
-            body = cands[ci][:-1]
-            rows_of.append(range(len(toks), len(toks) + len(body)))
-            toks += body
-            pos += range(P, P + len(body))
-            seqs += [s] * len(body)
-        try:
-            self._decode(toks, pos, seqs, [True] * len(toks))
-            for ci, rows in zip(group, rows_of):
-                for j, r in enumerate(rows, start=1):
-                    out[ci] += log_softmax(self._row(r))[cands[ci][j]]
-        finally:
-            for s in range(1, len(group) + 1):
-                lc.llama_memory_seq_rm(mem, s, -1, -1)
-        self.stats.evaluated_tokens += len(toks)
-        self.stats.eval_calls += 1
+        return label_logprobs(self, prompt_ids, candidates, batched)
 
     # ------------------------------------------------------------ decoding
-
-    def _step_mask(self, allowed: Allowed, step: int) -> np.ndarray | None:
-        if allowed is None:
-            return None
-        if callable(allowed):
-            a = allowed(step)
-        elif isinstance(allowed, np.ndarray) and allowed.ndim == 1:
-            a = allowed  # the same set at every step
-        else:
-            if step >= len(allowed):
-                raise ValueError(f"allowed has {len(allowed)} per-step entries; step {step} has none")
-            a = allowed[step]
-        a = np.asarray(a)
-        if a.dtype == bool:
-            if a.shape != (self.n_vocab,):
-                raise ValueError(f"allowed mask must have shape ({self.n_vocab},), got {a.shape}")
-            mask = a
-        else:
-            mask = np.zeros(self.n_vocab, dtype=bool)
-            mask[a.astype(np.int64)] = True
-        if not mask.any():
-            raise ValueError(f"allowed set at step {step} is empty")
-        return mask
 
     def generate(self, prompt_ids: Sequence[int], n_tokens: int, allowed: Allowed = None,
                  temperature: float = 0.0, top_k: int = 0, top_p: float = 1.0,
@@ -511,13 +366,13 @@ class FrozenLM:
         if drafter is not None and temperature <= 0.0 and max_draft > 0:
             from runtime.draft import draft_greedy
 
-            return draft_greedy(self, prompt, n_tokens, lambda s: self._step_mask(allowed, s), drafter,
+            return draft_greedy(self, prompt, n_tokens, lambda s: step_mask(allowed, s, self.n_vocab), drafter,
                                 max_draft, stops)
         rng = np.random.default_rng(self.seed if seed is None else seed)
         seq, out = list(prompt), []
         logits = self.logits(seq)
         for step in range(n_tokens):
-            tok = select_token(logits, self._step_mask(allowed, step), temperature, top_k, top_p, rng)
+            tok = select_token(logits, step_mask(allowed, step, self.n_vocab), temperature, top_k, top_p, rng)
             out.append(tok)
             if tok in stops or step == n_tokens - 1:
                 break
@@ -525,26 +380,3 @@ class FrozenLM:
             logits = self._eval_to(seq)
         return out
 
-
-def select_token(logits: np.ndarray, mask: np.ndarray | None, temperature: float = 0.0,
-                 top_k: int = 0, top_p: float = 1.0, rng: np.random.Generator | None = None) -> int:
-    """Greedy (temperature 0) or top-k / top-p sampling over logits (V,) restricted to ``mask``."""
-    x = np.asarray(logits, dtype=np.float64)
-    if mask is not None:
-        x = np.where(mask, x, -np.inf)
-    if temperature <= 0.0:
-        return int(np.argmax(x))
-    x = x / temperature
-    if top_k > 0:
-        kth = np.partition(x, -top_k)[-top_k] if top_k < x.size else -np.inf
-        x = np.where(x >= kth, x, -np.inf)
-    p = np.exp(x - np.max(x))
-    p /= p.sum()
-    if top_p < 1.0:
-        order = np.argsort(-p)
-        keep = np.cumsum(p[order]) - p[order] < top_p  # smallest set whose mass reaches top_p
-        q = np.zeros_like(p)
-        q[order[keep]] = p[order[keep]]
-        p = q / q.sum()
-    rng = rng if rng is not None else np.random.default_rng()
-    return int(rng.choice(p.size, p=p))

@@ -1,7 +1,7 @@
 """Few-shot audio tasks on a frozen LLM: classify, tts, denoise, text2sound.
 
 Each task takes a demonstration set (`runtime.tasks.demos`), a `FewShotEngine` (a codec bundle +
-the LLM it was built for) and `TaskOptions`. Torch-free; `runtime/lm.py` is the only llama_cpp user.
+the LLM it was built for) and `TaskOptions`. Torch-free; `runtime/lm.py` and `runtime/lm_model.py` are the only llama_cpp users.
 """
 from __future__ import annotations
 

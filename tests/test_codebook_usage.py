@@ -5,6 +5,7 @@ from __future__ import annotations
 import math
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
@@ -114,6 +115,8 @@ def test_short_training_keeps_many_codes_in_use(tiny_gguf, tmp_path) -> None:  #
     # Held-out batch: 8 clips x 0.6 s -> 40 layer-1, 80 layer-2, 160 layer-3 codes. Measured with the fix:
     # 21 / 60 / 130 (seed 0) and 31 / 77 / 155 (seed 1); collapsed runs stay at 1-5 layer-1 words.
     assert last["used_l1"] >= 10 and last["used_l2"] >= 30 and last["used_l3"] >= 60, last
+    for k in (1, 2, 3):  # the histogram's entropy: above a collapse's, at most log2 of the codes in use
+        assert 2.0 < last[f"entropy_l{k}"] <= np.log2(last[f"used_l{k}"]) + 1e-9, last
     assert last["recon"] < 0.5 * first["recon"], (first, last)
     rows = read_metrics(out / "metrics.csv")
     assert all(r["entropy"] < 0 for r in rows) and rows[-1]["entropy"] < rows[0]["entropy"]

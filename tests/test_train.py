@@ -106,6 +106,41 @@ def test_resume_equals_uninterrupted(tiny_gguf, tmp_path):  # noqa: F811
         torch.testing.assert_close(b[k], a[k], rtol=1e-5, atol=1e-6, msg=k)
 
 
+def test_warm_start_from_a_run_and_from_weights_only(trained, tiny_gguf, lists, tmp_path, capsys):  # noqa: F811
+    """--init: a new run (fresh optimiser, its own schedule) from another run's codec + discriminator weights,
+    or from a weights-only copy (codec only); a different config is a one-line error."""
+    from codec.checkpoint import save_checkpoint
+
+    warm = tmp_path / "warm"
+    assert main(_args(tiny_gguf, warm, 1, "--data", str(lists[0]), "--eval-data", str(lists[1]),
+                      "--init", str(trained))) == 0
+    assert "codec, discriminator" in capsys.readouterr().err
+    first_eval = read_metrics(warm / "eval.csv")[0]
+    assert first_eval["recon"] == pytest.approx(read_metrics(trained / "eval.csv")[-1]["recon"], rel=1e-4)
+    assert torch.load(warm / "train_state.pt", weights_only=False)["step"] == 1  # a new run, not a resume
+    model, info = load_checkpoint(trained)
+    light = tmp_path / "light"
+    from runtime.bundle import sha256_file
+
+    save_checkpoint(light, model, {**info, "gguf_sha256": sha256_file(tiny_gguf).removeprefix("sha256:")}, codebooks=False)
+    warm2 = tmp_path / "warm2"
+    assert main(_args(tiny_gguf, warm2, 1, "--data", str(lists[0]), "--eval-data", str(lists[1]),
+                      "--init", str(light))) == 0
+    assert "from " + str(light) + ": codec\n" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        main(_args(tiny_gguf, tmp_path / "bad", 1, "--data", str(lists[0]), "--init", str(trained),
+                   "--override", "latent_dim=32"))
+    assert "config differs" in capsys.readouterr().err
+
+
+def test_disc_every_skips_discriminator_steps(tiny_gguf, lists, tmp_path):  # noqa: F811
+    out = tmp_path / "every2"
+    assert main(_args(tiny_gguf, out, 6, "--data", str(lists[0]), "--disc-every", "2", "--log-every", "1")) == 0
+    rows = read_metrics(out / "metrics.csv")
+    has_disc = [not np.isnan(r["disc"]) for r in rows]
+    assert has_disc == [True, False, True, False, True, False], has_disc
+
+
 def test_cli_errors(tiny_gguf, trained, lists, tmp_path, capsys):  # noqa: F811
     with pytest.raises(SystemExit) as e:
         main(_args(tiny_gguf, trained, 10, "--data", str(lists[0])))

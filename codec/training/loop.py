@@ -58,6 +58,7 @@ def run_loop(args: argparse.Namespace, trainer: Trainer, dataset: AudioDataset, 
     bar = tqdm(total=args.steps, initial=step, disable=args.no_progress or not info.is_main,
                desc="train", dynamic_ncols=True)
     sums: dict[str, float] = defaultdict(float)
+    seen: dict[str, int] = defaultdict(int)  # per term: with --disc-every N the adversarial terms skip steps
     count, t_log = 0, time.perf_counter()
     end, done, stopped = _session_end(args, step, info, device), False, False
     trainer.train()
@@ -70,18 +71,20 @@ def run_loop(args: argparse.Namespace, trainer: Trainer, dataset: AudioDataset, 
                 step, pos, count = step + 1, pos + 1, count + 1
                 for k, v in logs.items():
                     sums[k] += v
+                    seen[k] += 1
                 bar.update(1)
                 stopped = end.interrupted(ctrl_c.requested)
                 done = stopped or step >= end.steps or end.timed_out()
                 if step % args.log_every == 0 or done:
                     secs = time.perf_counter() - t_log
-                    row = all_reduce_mean({k: v / count for k, v in sums.items()}, info, device)
+                    row = all_reduce_mean({k: v / seen[k] for k, v in sums.items()}, info, device)
                     row.update(secs=secs, audio_s_per_s=audio_per_step * count / secs, epoch=epoch)
                     if info.is_main:
                         metrics.write({"step": step, **row})
                         bar.set_postfix(total=f"{row['total']:.3f}", recon=f"{row['recon']:.3f}",
                                         lr=f"{row['lr']:.2e}")
                     sums.clear()
+                    seen.clear()
                     count, t_log = 0, time.perf_counter()
                 if info.is_main and args.eval_every and step % args.eval_every == 0 and not done:
                     evals.write({"step": step, **trainer.evaluate(eval_wav)})

@@ -122,7 +122,8 @@ class Trainer:
 
     @torch.no_grad()
     def evaluate(self, wav: Tensor) -> dict[str, float]:
-        """Reconstruction losses and distinct codes per layer (``used_l{k}``) on a fixed batch, no update.
+        """Reconstruction losses, distinct codes per layer (``used_l{k}``) and the entropy of their
+        histogram in bits (``entropy_l{k}``) on a fixed batch, no update.
 
         The distinct-code counts expose codebook collapse (the paper's failure without the consistency loss).
         """
@@ -131,7 +132,11 @@ class Trainer:
         terms = self.objective.reconstruction(out.audio, wav)
         self.train()
         logs = {"recon": float(terms["stft"] + terms["mel"]), "stft": float(terms["stft"]), "mel": float(terms["mel"])}
-        logs.update({f"used_l{k + 1}": int(torch.unique(c).numel()) for k, c in enumerate(out.codes)})
+        for k, c in enumerate(out.codes):
+            _, counts = torch.unique(c, return_counts=True)
+            p = counts.double() / counts.sum()
+            logs[f"used_l{k + 1}"] = int(counts.numel())
+            logs[f"entropy_l{k + 1}"] = float(-(p * p.log2()).sum())  # bits; log2(used) if uniform
         return logs
 
     def state_dict(self) -> dict[str, Any]:

@@ -34,7 +34,7 @@ class STFTDiscriminator(nn.Module):
         self.act = nn.LeakyReLU(0.2)
 
     def forward(self, wav: Tensor) -> tuple[Tensor, list[Tensor]]:
-        spec = torch.stft(wav.reshape(-1, wav.shape[-1]), self.n_fft, self.hop, self.n_fft, window=self.window,
+        spec = torch.stft(wav.reshape(-1, wav.shape[-1]).float(), self.n_fft, self.hop, self.n_fft, window=self.window,
                           center=True, normalized=True, return_complex=True)  # (B, F, T)
         x = torch.stack([spec.real, spec.imag], dim=1).transpose(2, 3)  # (B, 2, T, F)
         feats = []
@@ -56,8 +56,8 @@ class MultiScaleSTFTDiscriminator(nn.Module):
         logits, feats = [], []
         for disc in self.discs:
             lg, ft = disc(wav)
-            logits.append(lg)
-            feats.append(ft)
+            logits.append(lg.float())  # float32 for the losses, also under a bf16 autocast
+            feats.append([f.float() for f in ft])
         return logits, feats
 
 

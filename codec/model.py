@@ -70,9 +70,13 @@ class LLMCodec(nn.Module):
         """``wav (B, 1, N)`` in [-1, 1] at ``cfg.sample_rate`` -> :class:`CodecOutput`."""
         n = wav.shape[-1]
         z = self.encoder(self.pad_audio(wav))
-        zq, codes, losses, per_layer = self.quantizer.quantize(z)
-        audio = self.decoder(zq)[..., :n]
-        return CodecOutput(audio, codes, z, zq, per_layer, losses)
+        # Under a bf16 autocast (codec.train --bf16) the convolutions run in bf16, but the cosine search,
+        # the VQ losses and the returned audio stay float32: bf16 would flip near-tie codes and the STFT
+        # losses need float32.
+        with torch.autocast(z.device.type, enabled=False):
+            zq, codes, losses, per_layer = self.quantizer.quantize(z.float())
+        audio = self.decoder(zq)[..., :n].float()
+        return CodecOutput(audio, codes, z.float(), zq, per_layer, losses)
 
     def encode(self, wav: Tensor) -> list[Tensor]:
         """``wav (B, 1, N)`` -> codes ``[(B, G), (B, 2G), (B, 4G)]`` with ``G = ceil(N / group_samples)``."""

@@ -75,6 +75,9 @@ def build_parser() -> argparse.ArgumentParser:
     ap.add_argument("--disc-every", type=int, default=1,
                     help="update the discriminator (and use the adversarial/feature losses) every N-th step only: "
                          "N=2 makes a step ~25%% cheaper on CPU (benchmarks/results/train_profile_small_gemma.md)")
+    ap.add_argument("--bf16", action="store_true",
+                    help="bf16 autocast of the convolutions (AMX/tensor cores); the cosine search, the losses and "
+                         "the reconstructed audio stay float32")
     ap.add_argument("--init", type=Path, default=None,
                     help="warm start: codec weights from this checkpoint (a run dir or the weights-only "
                          "models/default/checkpoint; its discriminator too when it holds train_state.pt); "
@@ -221,7 +224,8 @@ def _train(args: argparse.Namespace, info, device: torch.device) -> int:
                                    TextTargets(vocab) if weights.semantic > 0 else None)
     disc = None if args.no_adversarial else discriminator_for(cfg.preset)
     opt = OptimConfig(lr=args.lr, warmup=args.warmup, schedule=args.schedule, final_lr_ratio=args.final_lr_ratio,
-                      grad_clip=args.grad_clip, adv_start=args.adv_start, disc_every=args.disc_every)
+                      grad_clip=args.grad_clip, adv_start=args.adv_start, disc_every=args.disc_every,
+                      bf16=args.bf16)
     vocab_info = make_vocab_info(vocab, word_ids, residual_ids)
     if args.init is not None:
         try:

@@ -141,6 +141,22 @@ def test_disc_every_skips_discriminator_steps(tiny_gguf, lists, tmp_path):  # no
     assert has_disc == [True, False, True, False, True, False], has_disc
 
 
+def test_bf16_autocast_keeps_search_and_losses_float32(tiny_gguf, lists, tmp_path, tiny_codec):  # noqa: F811
+    wav = 0.1 * torch.randn(2, 1, 1920 * 2, generator=torch.Generator().manual_seed(0))
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        out = tiny_codec(wav)
+    assert out.audio.dtype == out.z.dtype == out.zq.dtype == torch.float32
+    assert all(c.dtype == torch.int64 for c in out.codes)
+    disc = MultiScaleSTFTDiscriminator(8)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        logits, feats = disc(out.audio)
+    assert all(lg.dtype == torch.float32 for lg in logits) and feats[0][0].dtype == torch.float32
+    run = tmp_path / "bf16"
+    assert main(_args(tiny_gguf, run, 4, "--data", str(lists[0]), "--bf16", "--log-every", "2")) == 0
+    rows = read_metrics(run / "metrics.csv")
+    assert all(np.isfinite(r["total"]) and np.isfinite(r["disc"]) for r in rows)
+
+
 def test_cli_errors(tiny_gguf, trained, lists, tmp_path, capsys):  # noqa: F811
     with pytest.raises(SystemExit) as e:
         main(_args(tiny_gguf, trained, 10, "--data", str(lists[0])))

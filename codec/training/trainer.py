@@ -33,6 +33,7 @@ class OptimConfig:
     grad_clip: float = 1.0
     adv_start: int = 0  # first step with the discriminator (None-like: >= total steps disables it)
     disc_every: int = 1  # discriminator update + adversarial terms on every N-th step from adv_start
+    bf16: bool = False  # bf16 autocast of the convolutions (search, losses, audio stay float32)
 
 
 class CodecWithHead(nn.Module):
@@ -44,7 +45,7 @@ class CodecWithHead(nn.Module):
 
     def forward(self, wav: Tensor):
         out = self.codec(wav)
-        pred = self.head(out.per_layer_zq[1].transpose(1, 2)) if self.head is not None else None
+        pred = self.head(out.per_layer_zq[1].transpose(1, 2)).float() if self.head is not None else None
         return out, pred
 
 
@@ -83,13 +84,15 @@ class Trainer:
 
     def step(self, wav: Tensor, texts: list[str | None], step: int) -> dict[str, float]:
         """One optimisation step on ``wav (B, 1, N)``; returns detached loss values, grad norm and lr."""
-        out, head_pred = self.gen_ddp(wav)
+        with self._autocast():
+            out, head_pred = self.gen_ddp(wav)
         logs: dict[str, float] = {}
         disc_fake = real_feats = None
         if self.uses_disc(step):
             real_feats = self._disc_step(wav, out.audio.detach(), logs)
             self.disc.requires_grad_(False)
-            disc_fake = self.disc(out.audio)
+            with self._autocast():
+                disc_fake = self.disc(out.audio)
         terms = self.objective(out, wav, texts, self.codec.quantizer.cb_proj[0], disc_fake, real_feats,
                                head_pred=head_pred)
         self.opt_g.zero_grad(set_to_none=True)
@@ -104,6 +107,9 @@ class Trainer:
         logs["grad_norm"], logs["lr"] = float(grad_norm), self.sched_g.get_last_lr()[0]
         return logs
 
+    def _autocast(self) -> torch.autocast:
+        return torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.opt_cfg.bf16)
+
     def uses_disc(self, step: int) -> bool:
         """Whether ``step`` updates the discriminator and adds the adversarial and feature-matching terms."""
         start, every = self.opt_cfg.adv_start, self.opt_cfg.disc_every
@@ -111,7 +117,8 @@ class Trainer:
 
     def _disc_step(self, wav: Tensor, fake: Tensor, logs: dict[str, float]) -> list[list[Tensor]]:
         b = wav.shape[0]
-        logits, feats = self.disc_ddp(torch.cat([wav, fake], dim=0))  # one forward: DDP-safe
+        with self._autocast():
+            logits, feats = self.disc_ddp(torch.cat([wav, fake], dim=0))  # one forward: DDP-safe
         loss = discriminator_loss([lg[:b] for lg in logits], [lg[b:] for lg in logits])
         self.opt_d.zero_grad(set_to_none=True)
         loss.backward()

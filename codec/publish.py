@@ -3,7 +3,9 @@
 What the repository ships in ``models/default/checkpoint/``: config.json, vocab.json (with the
 per-layer token tables and the GGUF's sha256) and model.safetensors without the frozen codebook rows,
 which ``load_checkpoint(..., llm=GGUF)`` / ``export.onnx --llm GGUF`` rebuild from the LLM. Weight norm
-stays unfolded, so a later training run can warm-start from it. Optimiser state is not copied.
+stays unfolded, so a later training run can warm-start from it (``codec.train --init``), and the run's
+discriminator and consistency-head weights go to ``train_aux.safetensors`` beside them. Optimiser state is
+not copied.
 """
 from __future__ import annotations
 
@@ -13,6 +15,7 @@ from pathlib import Path
 from typing import Sequence
 
 from codec.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
+from codec.training.warm import save_aux
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -25,6 +28,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         model, info = load_checkpoint(args.run_dir, llm=args.llm)
         save_checkpoint(args.out_dir, model, info, overwrite=args.force, codebooks=False)
+        save_aux(args.run_dir, args.out_dir)  # the critic's weights, for later warm starts
     except (CheckpointError, FileNotFoundError, FileExistsError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 1

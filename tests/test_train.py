@@ -127,6 +127,12 @@ def test_warm_start_from_a_run_and_from_weights_only(trained, tiny_gguf, lists, 
     assert main(_args(tiny_gguf, warm2, 1, "--data", str(lists[0]), "--eval-data", str(lists[1]),
                       "--init", str(light))) == 0
     assert "from " + str(light) + ": codec\n" in capsys.readouterr().err
+    from codec.publish import main as publish
+
+    published = tmp_path / "published"  # weights only + the critic's weights (train_aux.safetensors)
+    assert publish([str(trained), str(published)]) == 0 and (published / "train_aux.safetensors").is_file()
+    assert main(_args(tiny_gguf, tmp_path / "warm3", 1, "--data", str(lists[0]), "--init", str(published))) == 0
+    assert "codec, discriminator" in capsys.readouterr().err
     with pytest.raises(SystemExit):
         main(_args(tiny_gguf, tmp_path / "bad", 1, "--data", str(lists[0]), "--init", str(trained),
                    "--override", "latent_dim=32"))

@@ -40,20 +40,18 @@ TEST_FILES = ["tests/test_kernels_triton.py", "tests/test_tensorrt.py"]
 GROUP_FRAMES = 4
 
 
-def part(name: str, results: dict[str, Any]) -> Callable[[Callable[[], dict[str, Any]]], None]:
+def run_part(name: str, fn: Callable[[], dict[str, Any]], results: dict[str, Any]) -> None:
     """Run one part, recording its outcome, wall time and any error (a failing part never stops the rest)."""
-    def run(fn: Callable[[], dict[str, Any]]) -> None:
-        t0 = time.perf_counter()
-        print(f"== {name}", flush=True)
-        try:
-            out = fn()
-        except Exception as e:  # noqa: BLE001  (the check reports every part, whatever broke)
-            out = {"status": "error", "error": f"{type(e).__name__}: {e}"}
-        out["seconds"] = round(time.perf_counter() - t0, 1)
-        results[name] = out
-        print(f"   {name}: {out.get('status')} in {out['seconds']} s {out.get('error') or out.get('reason') or ''}",
-              flush=True)
-    return run
+    t0 = time.perf_counter()
+    print(f"== {name}", flush=True)
+    try:
+        out = fn()
+    except Exception as e:  # noqa: BLE001  (the check reports every part, whatever broke)
+        out = {"status": "error", "error": f"{type(e).__name__}: {e}"}
+    out["seconds"] = round(time.perf_counter() - t0, 1)
+    results[name] = out
+    print(f"   {name}: {out.get('status')} in {out['seconds']} s {out.get('error') or out.get('reason') or ''}",
+          flush=True)
 
 
 def gpu_facts() -> dict[str, Any]:
@@ -339,7 +337,7 @@ def main(argv: list[str] | None = None) -> int:
                    "codec_stream": lambda: run_codec_stream(work, args.reps),
                    "llama_offload": lambda: run_llama(work)}
         for name in args.parts:
-            part(name, results)(runners[name])
+            run_part(name, runners[name], results)
             write_summary(args.out, results, facts, time.perf_counter() - t0)
     print((args.out / "gpu_check.md").read_text())
     return 1 if results.get("tests", {}).get("status") in ("failed", "error") else 0

@@ -195,8 +195,8 @@ class CodecSession:
         return y, new_state
 
     def _run_bound(self, name: str, spec: Any, x: np.ndarray, state: list[Any]) -> tuple[np.ndarray, list[Any]]:
-        ort, dev = self._ort, self.device
-        binding = self.graph(name).io_binding()
+        ort, dev, sess = self._ort, self.device, self.graph(name)
+        binding = sess.io_binding()
         binding.bind_cpu_input(spec.inputs[0].name, np.ascontiguousarray(x, dtype=np.float32))
         for t, s in zip(spec.inputs[1:], state):
             binding.bind_ortvalue_input(t.name, s)
@@ -207,7 +207,7 @@ class CodecSession:
                      for t in spec.outputs[1:]]
         for t, v in zip(spec.outputs[1:], new_state):
             binding.bind_ortvalue_output(t.name, v)
-        self.graph(name).run_with_iobinding(binding)
+        sess.run_with_iobinding(binding)
         return binding.get_outputs()[0].numpy(), new_state
 
     def plan_chunks(self, frames: int) -> list[int]:

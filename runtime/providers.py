@@ -22,15 +22,11 @@ PROVIDERS: dict[str, list[str]] = {
 TRT_CACHE_DIR = "trt_cache"
 # What `ort.get_available_providers()` lacks -> how to get it (one line each).
 INSTALL_HINTS = {
+    "CPUExecutionProvider": "pip install onnxruntime",
     "CUDAExecutionProvider": "pip install onnxruntime-gpu (matching your CUDA) in place of onnxruntime",
     "TensorrtExecutionProvider": "pip install onnxruntime-gpu and TensorRT's libraries (pip install tensorrt-cu12 "
                                  "or the tar package) so onnxruntime can load libnvinfer",
 }
-
-
-def default_cache_root() -> Path:
-    """``$LLMCODEC_CACHE`` or ``~/.cache/llmcodec`` (shared with the LLM prefix cache)."""
-    return Path(os.environ.get("LLMCODEC_CACHE") or Path.home() / ".cache" / "llmcodec")
 
 
 def trt_cache_dir(bundle_path: Path, bundle_id: str) -> Path:
@@ -41,7 +37,9 @@ def trt_cache_dir(bundle_path: Path, bundle_id: str) -> Path:
         return local
     if not local.exists() and os.access(bundle_path, os.W_OK):
         return local
-    return default_cache_root() / "trt" / bundle_id.replace("sha256:", "")[:32]
+    from runtime.prefix_cache import default_cache_dir  # the project's one cache root ($LLMCODEC_CACHE)
+
+    return default_cache_dir() / "trt" / bundle_id.replace("sha256:", "")[:32]
 
 
 def trt_options(cache: Path, fp16: bool) -> dict[str, Any]:
@@ -69,7 +67,7 @@ def missing_provider(provider: str, available: list[str]) -> str | None:
     wanted = PROVIDERS[provider][0]
     if wanted in available:
         return None
-    return f"onnxruntime here offers {available}, not {wanted}: {INSTALL_HINTS.get(wanted, '')}".rstrip(": ")
+    return f"onnxruntime here offers {available}, not {wanted}: {INSTALL_HINTS[wanted]}"
 
 
 def device_type(active: list[str]) -> str:

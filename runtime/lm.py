@@ -27,13 +27,14 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from runtime.lm_errors import ContextOverflowError, VocabularyMismatchError
+from runtime.lm_errors import ContextOverflowError, HeadVocabularyError, VocabularyMismatchError
+from runtime.lm_head import open_head
 from runtime.lm_model import ModelLoadError, check_tokenizer, llama_cpp_version, load_llama, open_sequences
 from runtime.lm_sampling import Allowed, log_softmax, select_token, step_mask
 from runtime.lm_scoring import label_logprobs
 from runtime.vocab import fingerprint_of_bytes
 
-__all__ = ["FrozenLM", "LMStats", "ModelLoadError", "ContextOverflowError", "select_token",
+__all__ = ["FrozenLM", "LMStats", "ModelLoadError", "ContextOverflowError", "HeadVocabularyError", "select_token",
            "VocabularyMismatchError", "log_softmax", "llama_cpp_version"]
 
 
@@ -96,10 +97,12 @@ class FrozenLM:
         self._llm = load_llama(self.model_path, n_ctx, n_threads, n_gpu_layers, n_batch, seed, kv_type, verbose)
         self._open_multi_sequence_context(n_seq_max, verbose)
         check_tokenizer(self._llm, self.model_path)
-        self.n_vocab = int(self._llm.n_vocab())
+        self._head = open_head(self._llm, self.model_path)
+        self.n_vocab = int(self._llm.n_vocab()) if self._head is None else self._head.n_vocab
         self.n_ctx = int(self._llm.n_ctx())
-        self.bos_id = int(self._llm.token_bos())
-        self.eos_id = int(self._llm.token_eos())
+        src = self._llm if self._head is None else self._head.vocab
+        self.bos_id = int(src.token_bos())
+        self.eos_id = int(src.token_eos())
         self.seed = seed
         self.n_gpu_layers = int(n_gpu_layers)
         self.kv_type = kv_type
@@ -133,6 +136,8 @@ class FrozenLM:
     def _decode(self, tokens: Sequence[int], pos: Sequence[int], seq: Sequence[int], want: Sequence[bool]) -> None:
         """One ``llama_decode``: token i at position pos[i] of sequence seq[i], logits kept where want[i]."""
         b = self._batch
+        if self._head is not None:
+            tokens = self._head.to_local(tokens).tolist()
         for i, t in enumerate(tokens):
             b.token[i], b.pos[i], b.n_seq_id[i] = int(t), int(pos[i]), 1
             b.seq_id[i][0], b.logits[i] = int(seq[i]), bool(want[i])
@@ -144,6 +149,8 @@ class FrozenLM:
 
     def _row(self, i: int) -> np.ndarray:
         ptr = self._lc.llama_get_logits_ith(self._llm.ctx, i)
+        if self._head is not None:
+            return self._head.widen(np.ctypeslib.as_array(ptr, shape=(self._head.global_ids.size,)))
         return np.ctypeslib.as_array(ptr, shape=(self.n_vocab,)).astype(np.float32, copy=True)
 
     def truncate(self, n: int) -> None:
@@ -163,23 +170,32 @@ class FrozenLM:
     # ------------------------------------------------------------ vocabulary
 
     @property
+    def head_rows(self) -> int:
+        """Rows of the output head: n_vocab, or the kept ids of an audio-head GGUF (`runtime.lm_head`)."""
+        return self.n_vocab if self._head is None else int(self._head.global_ids.size)
+
+    def _piece_bytes(self, i: int) -> bytes:
+        if self._head is not None:
+            return self._head.vocab.piece_bytes(i)
+        return bytes(self._lc.llama_vocab_get_text(self._lc.llama_model_get_vocab(self._llm.model), int(i)))
+
+    @property
     def fingerprint(self) -> str:
-        """`runtime.vocab` fingerprint of the loaded model's pieces (docs/design.md)."""
+        """`runtime.vocab` fingerprint of the model's pieces (an audio head: its source's; docs/design.md)."""
         if self._fingerprint is None:
-            vocab = self._lc.llama_model_get_vocab(self._llm.model)
-            self._fingerprint = fingerprint_of_bytes(
-                self._lc.llama_vocab_get_text(vocab, i) for i in range(self.n_vocab))
+            self._fingerprint = fingerprint_of_bytes(self._piece_bytes(i) for i in range(self.n_vocab))
         return self._fingerprint
 
     def tokenize_text(self, text: str, add_bos: bool = False, special: bool = False) -> list[int]:
-        """The GGUF's own tokenizer, for text parts of prompts only (never for audio tokens)."""
+        """The GGUF's own tokenizer (an audio head: its source's), for text parts of prompts only."""
+        if self._head is not None:
+            return self._head.vocab.tokenize(text, add_bos=add_bos, special=special)
         return list(self._llm.tokenize(text.encode("utf-8"), add_bos=add_bos, special=special))
 
     def token_piece(self, token_id: int) -> str:
         """The vocabulary piece of an id (e.g. '▁the' for 278)."""
         self._check_ids([token_id])
-        vocab = self._lc.llama_model_get_vocab(self._llm.model)
-        return self._lc.llama_vocab_get_text(vocab, int(token_id)).decode("utf-8", errors="replace")
+        return self._piece_bytes(int(token_id)).decode("utf-8", errors="replace")
 
     # ------------------------------------------------------------ evaluation with prefix reuse
 
@@ -337,6 +353,9 @@ class FrozenLM:
         parallel KV sequences sharing the prompt's cells, otherwise one cached step after another
         (`runtime.lm_scoring.label_logprobs`; the two agree to the kernel noise of the class docstring).
         """
+        if self._head is not None:
+            raise HeadVocabularyError(f"label scoring needs the whole softmax, which the audio-head GGUF "
+                                      f"{self.model_path} lacks: classify with the full GGUF")
         return label_logprobs(self, prompt_ids, candidates, batched)
 
     # ------------------------------------------------------------ decoding
@@ -363,16 +382,16 @@ class FrozenLM:
         stops = frozenset(int(s) for s in stop_ids) if stop_ids else frozenset()
         if n_tokens == 0:
             return []
+        mask_at = self._mask_fn(allowed)
         if drafter is not None and temperature <= 0.0 and max_draft > 0:
             from runtime.draft import draft_greedy
 
-            return draft_greedy(self, prompt, n_tokens, lambda s: step_mask(allowed, s, self.n_vocab), drafter,
-                                max_draft, stops)
+            return draft_greedy(self, prompt, n_tokens, mask_at, drafter, max_draft, stops)
         rng = np.random.default_rng(self.seed if seed is None else seed)
         seq, out = list(prompt), []
         logits = self.logits(seq)
         for step in range(n_tokens):
-            tok = select_token(logits, step_mask(allowed, step, self.n_vocab), temperature, top_k, top_p, rng)
+            tok = select_token(logits, mask_at(step), temperature, top_k, top_p, rng)
             out.append(tok)
             if tok in stops or step == n_tokens - 1:
                 break
@@ -380,3 +399,17 @@ class FrozenLM:
             logits = self._eval_to(seq)
         return out
 
+    def _mask_fn(self, allowed: Allowed):
+        """``step -> mask`` (`step_mask`); on an audio-head GGUF each distinct mask is checked once to
+        allow kept ids only, so masked choices are exactly the full model's."""
+        if self._head is None:
+            return lambda step: step_mask(allowed, step, self.n_vocab)
+        head, seen = self._head, set()
+
+        def checked(step: int):
+            m = step_mask(allowed, step, self.n_vocab)
+            if m is None or id(m) not in seen:
+                head.check_mask(m)
+                seen.add(id(m))
+            return m
+        return checked

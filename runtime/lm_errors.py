@@ -13,3 +13,8 @@ class ContextOverflowError(ValueError):
         super().__init__(msg)
         self.n_tokens = n_tokens
         self.n_ctx = n_ctx
+
+
+class HeadVocabularyError(ValueError):
+    """An audio-head GGUF (`runtime.lm_head`) cannot serve this request: a prompt id outside its
+    kept vocabulary, or a computation that needs the full softmax (label scoring)."""

@@ -11,7 +11,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-__all__ = ["ModelLoadError", "llama_cpp_version", "check_gguf", "gguf_architecture", "load_llama",
+__all__ = ["ModelLoadError", "llama_cpp_version", "check_gguf", "gguf_architecture", "load_llama", "VocabOnly", "open_vocab",
            "check_tokenizer", "open_sequences"]
 
 
@@ -99,3 +99,68 @@ def open_sequences(llm: Any, n_seq_max: int, verbose: bool) -> int:
     old.close()
     llm.n_tokens = 0
     return n_seq
+
+
+class VocabOnly:
+    """A GGUF's tokenizer and pieces without its weights (llama.cpp ``vocab_only``: ~0.3 s for Gemma 3).
+
+    The audio-head GGUFs of `runtime.lm_head` encode prompt text with their source's full vocabulary."""
+
+    def __init__(self, path: str | Path) -> None:
+        import llama_cpp
+        from llama_cpp import _internals
+
+        self._lc = llama_cpp
+        self.path = Path(path)
+        check_gguf(self.path)
+        params = llama_cpp.llama_model_default_params()
+        params.vocab_only = True
+        try:
+            self._model = _internals.LlamaModel(path_model=str(self.path), params=params, verbose=False)
+        except (ValueError, RuntimeError, OSError) as e:
+            raise ModelLoadError(f"llama.cpp could not read the vocabulary of {self.path} ({e})") from e
+        self._vocab = llama_cpp.llama_model_get_vocab(self._model.model)
+        self.n_vocab = int(self._model.n_vocab())
+
+    def tokenize(self, text: str, add_bos: bool = False, special: bool = False) -> list[int]:
+        return list(self._model.tokenize(text.encode("utf-8"), add_bos, special))
+
+    def piece_bytes(self, i: int) -> bytes:
+        return bytes(self._lc.llama_vocab_get_text(self._vocab, int(i)))
+
+    def pieces(self) -> list[str]:
+        return [self.piece_bytes(i).decode("utf-8", errors="replace") for i in range(self.n_vocab)]
+
+    def token_types(self) -> Any:
+        """gguf token types (1 normal, 2 unknown, 3 control, 4 user-defined, 5 unused, 6 byte) from
+        llama.cpp's token attributes: (V,) int32."""
+        import numpy as np
+
+        lc = self._lc
+        by_attr = ((lc.LLAMA_TOKEN_ATTR_UNKNOWN, 2), (lc.LLAMA_TOKEN_ATTR_CONTROL, 3),
+                   (lc.LLAMA_TOKEN_ATTR_USER_DEFINED, 4), (lc.LLAMA_TOKEN_ATTR_UNUSED, 5), (lc.LLAMA_TOKEN_ATTR_BYTE, 6))
+        out = np.ones(self.n_vocab, dtype=np.int32)
+        for i in range(self.n_vocab):
+            attr = int(lc.llama_vocab_get_attr(self._vocab, i))
+            for bit, t in by_attr:
+                if attr & bit:
+                    out[i] = t
+                    break
+        return out
+
+    def token_bos(self) -> int:
+        return int(self._lc.llama_vocab_bos(self._vocab))
+
+    def token_eos(self) -> int:
+        return int(self._lc.llama_vocab_eos(self._vocab))
+
+    def special_ids(self) -> list[int]:
+        """BOS, EOS and, where defined, PAD/UNK ids."""
+        lc, v = self._lc, self._vocab
+        ids = [lc.llama_vocab_bos(v), lc.llama_vocab_eos(v), lc.llama_vocab_pad(v)]
+        return [int(i) for i in ids if int(i) >= 0]
+
+
+def open_vocab(path: str | Path) -> VocabOnly:
+    """`VocabOnly` over ``path`` (raises `ModelLoadError` for a bad file)."""
+    return VocabOnly(path)

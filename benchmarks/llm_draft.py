@@ -6,6 +6,8 @@
 * ``labels``: batched vs sequential label scoring of a classify prompt (all default labels).
 * ``start``: cold start (model load + demonstration prefix evaluated) vs cached-prefix start.
 * ``denoise_rtf``: `runtime.tasks.denoise.denoise_pcm` (codec + LLM) seconds per audio second.
+``draft`` and ``denoise_rtf`` run once with the full GGUF and once with its audio-head GGUF
+(`runtime.lm_head`; rows tagged ``head``), whose masked decoding gives the same tokens.
 Every decode starts from the same KV state (the cached demonstration prefix), so the plain and
 draft runs are compared along reproducible evaluation paths.
 """
@@ -182,17 +184,31 @@ def bench_denoise_rtf(engine, demos, opts, pcms, max_draft: int) -> list[dict]:
 
 
 def run_tasks(model: Path, codec: Path | None, files: Sequence[Path], threads: int | None, n_ctx: int,
-              n_gpu_layers: int, max_chunks: int, max_draft: int, reps: int) -> list[dict]:
+              n_gpu_layers: int, max_chunks: int, max_draft: int, reps: int,
+              heads: Sequence[str] = ("full", "audio")) -> list[dict]:
+    """Every task-level row; draft and denoise-RTF rows once per output head ("full": the GGUF,
+    "audio": its audio-head GGUF, `runtime.lm_head`, when one exists), tagged ``head``."""
     from runtime.defaults import resolve
+    from runtime.lm_head import head_path
     from runtime.tasks import open_engine
 
     model, codec, _ = resolve("denoise", model, codec, None, need_demos=False)
-    engine = open_engine(model, codec, n_ctx=n_ctx, threads=threads, n_gpu_layers=n_gpu_layers)
-    demos, opts, spans, pcms = denoise_setup(engine, files, max_chunks)
-    rows = bench_draft(engine, opts, spans, max_draft)
-    rows += bench_denoise_rtf(engine, demos, opts, pcms, max_draft)
-    rows += bench_labels(engine, reps)
-    prefix = spans[0][0].prefix
-    del engine
+    rows: list[dict] = []
+    for head in heads:
+        if head == "audio" and not head_path(model).is_file():
+            print(f"no audio head beside {model}: skipping its rows (make models / python -m runtime.lm_head)")
+            continue
+        engine = open_engine(model, codec, n_ctx=n_ctx, threads=threads, n_gpu_layers=n_gpu_layers,
+                             audio_head=head == "audio")
+        if head == "audio" and engine.lm.head_rows == engine.lm.n_vocab:
+            print("the audio head could not be used (see the warning): skipping its rows")
+            continue
+        demos, opts, spans, pcms = denoise_setup(engine, files, max_chunks)
+        part = bench_draft(engine, opts, spans, max_draft) + bench_denoise_rtf(engine, demos, opts, pcms, max_draft)
+        rows += [{**r, "head": head, "head_rows": engine.lm.head_rows} for r in part]
+        if head == "full":
+            rows += bench_labels(engine, reps)
+            prefix = spans[0][0].prefix
+        del engine
     rows += bench_start(model, n_ctx, threads, prefix)
     return rows

@@ -192,13 +192,14 @@ def _main_tasks(a: argparse.Namespace) -> int:
 
 
 def task_markdown(rows: Sequence[dict], env: dict) -> str:
-    keys = ("tokens", "tokens_per_s", "p50_ms", "speedup_vs_plain", "acceptance_rate", "verify_passes",
+    keys = ("head_rows", "tokens", "tokens_per_s", "p50_ms", "speedup_vs_plain", "acceptance_rate", "verify_passes",
             "spans_identical_to_plain", "token_agreement_with_plain", "rtf", "speedup_vs_sequential",
             "max_abs_diff_nat", "load_ms", "prefix_ms", "total_ms", "prefix_speedup")
     lines = [f"LLM task speed: `{env['model']}` on {env['device']}, {env['threads']} threads, "
              f"llama_cpp {env['llama_cpp']}, git {env['git']}", "", "| bench | figures |", "|---|---|"]
     for r in rows:
-        lines.append(f"| {r['bench']} | " + ", ".join(f"{k}={r[k]}" for k in keys if r.get(k) is not None) + " |")
+        name = r["bench"] + (f" ({r['head']} head)" if r.get("head") else "")
+        lines.append(f"| {name} | " + ", ".join(f"{k}={r[k]}" for k in keys if r.get(k) is not None) + " |")
     return "\n".join(lines)
 
 

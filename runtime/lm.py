@@ -174,6 +174,17 @@ class FrozenLM:
         """Rows of the output head: n_vocab, or the kept ids of an audio-head GGUF (`runtime.lm_head`)."""
         return self.n_vocab if self._head is None else int(self._head.global_ids.size)
 
+    def covers(self, ids: Sequence[int]) -> bool:
+        """Whether every id can be evaluated (always, except ids an audio-head GGUF dropped)."""
+        if self._head is None:
+            return True
+        a = np.asarray(ids, dtype=np.int64)
+        return bool(np.all(self._head.kept[a[(a >= 0) & (a < self.n_vocab)]]))
+
+    def covers_mask(self, mask: np.ndarray) -> bool:
+        """Whether masked decoding under ``mask`` (V,) gives exactly the full model's choices."""
+        return self._head is None or self._head.allows(mask)
+
     def _piece_bytes(self, i: int) -> bytes:
         if self._head is not None:
             return self._head.vocab.piece_bytes(i)

@@ -5,8 +5,11 @@ half of a decoding step on a CPU (`benchmarks.llm_head_cost`). Masked audio deco
 compares the logits of the codec's token tables (32k ids), so an output head over those ids plus
 the prompt's text ids gives the *same* masked argmax and the same masked sampling distribution,
 with a head about 7x smaller. Nothing else changes: every other tensor is copied byte for byte
-and the kept rows of ``token_embd.weight`` (input embeddings and tied head alike) keep their
-quantised bytes, in ascending id order, so ties still break towards the lowest original id.
+and the kept rows of ``token_embd.weight`` (input embeddings and tied head alike) and of an
+untied ``output.weight`` keep their quantised bytes, in ascending id order, so ties still break
+towards the lowest original id. The kept logits are bit-identical on the default Gemma 3 head
+(Q8_0, measured); on f32 heads llama.cpp tiles the matmul by its row count, so they differ in the
+last bits (tolerance table row ``llm_audio_head_vs_full_logits``).
 
 The file is an ordinary GGUF of the same architecture whose vocabulary is the kept pieces
 (local id ``j`` is original id ``source_ids[j]``), plus metadata naming its source:
@@ -31,6 +34,7 @@ CLI: ``python -m runtime.lm_head --model models/default/llm.gguf --codec models/
 from __future__ import annotations
 
 import argparse
+import csv
 import json
 import re
 from pathlib import Path
@@ -40,12 +44,12 @@ import numpy as np
 
 from runtime.lm_errors import HeadVocabularyError
 
-__all__ = ["HEAD_KEYS", "HeadVocabularyError", "HeadInfo", "HeadMap", "open_head", "read_head_info", "head_ids", "write_head_gguf",
-           "main"]
+__all__ = ["HEAD_KEYS", "HeadVocabularyError", "HeadInfo", "HeadMap", "head_path", "open_head", "read_head_info",
+           "head_ids", "write_head_gguf", "main"]
 
 HEAD_KEYS = {"ids": "llmcodec.head.source_ids", "file": "llmcodec.head.source_file",
              "sha256": "llmcodec.head.source_sha256", "fingerprint": "llmcodec.head.source_fingerprint"}
-EMBEDDING = "token_embd.weight"
+VOCAB_TENSORS = ("token_embd.weight", "output.weight")  # rows = vocabulary ids (an untied head has both)
 _TOKENIZER_ARRAYS = ("tokenizer.ggml.tokens", "tokenizer.ggml.scores", "tokenizer.ggml.token_type")
 _UNUSED = re.compile(r"^<unused\d+>$")
 _NORMAL, _UNKNOWN, _CONTROL, _USER, _UNUSED_TYPE, _BYTE = 1, 2, 3, 4, 5, 6
@@ -90,7 +94,7 @@ class HeadMap:
         from runtime.prefix_cache import model_sha256
 
         source = path.parent / info.source_file
-        fix = f"rebuild it with `python -m runtime.lm_head` (or `make models` for the defaults)"
+        fix = "rebuild it with `python -m runtime.lm_head` (or `make models` for the defaults)"
         if not source.is_file():
             raise ModelLoadError(f"{path} is an audio-head GGUF of {source}, which is missing: put the full "
                                  f"model beside it or {fix}")
@@ -125,14 +129,24 @@ class HeadMap:
         out[self.global_ids] = row
         return out
 
+    def allows(self, mask: np.ndarray) -> bool:
+        """Whether ``mask`` (V,) allows kept ids only: then the masked choice is the full model's."""
+        return not bool(np.any(np.asarray(mask, dtype=bool) & ~self.kept))
+
     def check_mask(self, mask: np.ndarray | None) -> None:
-        """Raise unless ``mask`` (V,) allows kept ids only: then the masked choice is the full model's."""
+        """Raise `HeadVocabularyError` unless `allows` ``mask`` (None, unmasked, never is)."""
         if mask is None:
             raise HeadVocabularyError("unmasked decoding needs the whole softmax: use the full GGUF, not an "
                                       "audio-head GGUF")
-        if np.any(mask & ~self.kept):
+        if not self.allows(mask):
             raise HeadVocabularyError("the allowed ids include ids the audio-head GGUF dropped: use the full "
                                       "GGUF or rebuild the head for this codec bundle")
+
+
+def head_path(model: str | Path) -> Path:
+    """Where the audio head of ``model`` lives: ``<stem>.audio-head.gguf`` beside it."""
+    m = Path(model)
+    return m.with_name(m.stem + ".audio-head.gguf")
 
 
 def open_head(llm, path: Path) -> HeadMap | None:
@@ -214,9 +228,9 @@ def write_head_gguf(src: str | Path, dst: str | Path, keep: np.ndarray, progress
     datas = []
     for t in reader.tensors:
         data = t.data
-        if t.name == EMBEDDING:
+        if t.name in VOCAB_TENSORS:
             if data.shape[0] <= int(keep[-1]):
-                raise ValueError(f"{EMBEDDING} has {data.shape[0]} rows, fewer than the kept ids need")
+                raise ValueError(f"{t.name} has {data.shape[0]} rows, fewer than the kept ids need")
             data = np.ascontiguousarray(data[keep])
         writer.add_tensor_info(t.name, data.shape, data.dtype, data.nbytes, t.tensor_type)
         datas.append(data)
@@ -257,24 +271,26 @@ def _copy_metadata(reader, writer, keep: np.ndarray, local_of: dict[int, int]) -
         writer.add_key_value(name, value, val_type, sub_type=sub_type)
 
 
-def _template_texts() -> list[str]:
-    """Every fixed text of the prompt templates (one source: `runtime.prompt.Template`)."""
+def _template_texts(texts: Sequence[str] = ()) -> list[str]:
+    """Every fixed text of the prompts: the templates (`runtime.prompt.Template`, with each of
+    ``texts`` put into the text-input slot, as prompts encode it) and the tasks' instructions."""
     from dataclasses import fields
 
+    from runtime import prompt
     from runtime.prompt import Template
+    from runtime.tasks import denoise, text2sound, tts
 
     t = Template()
-    out = []
-    for f in fields(t):
-        v = getattr(t, f.name)
-        if isinstance(v, str):
-            out.append(v.replace("{text}", ""))
+    out = [str(getattr(t, f.name)).replace("{text}", "") for f in fields(t)]
+    out += [t.text_input.format(text=x) for x in texts]
+    for module in (prompt, denoise, text2sound, tts):
+        out += [v for k, v in vars(module).items() if "INSTRUCTION" in k and isinstance(v, str)]
     return out
 
 
 def _demo_texts(demo_dirs: Sequence[Path]) -> list[str]:
-    """The text of demonstration sets: labels, transcripts, captions (every string of each
-    ``demos.json``/``info.json`` and every ``*.txt`` beside the clips)."""
+    """The text of demonstration sets: labels, transcripts, captions (every string of their JSON
+    files, every cell of their CSV manifests, every line of their ``*.txt`` files)."""
     out: list[str] = []
 
     def strings(x) -> None:
@@ -292,7 +308,10 @@ def _demo_texts(demo_dirs: Sequence[Path]) -> list[str]:
         for p in sorted(Path(d).rglob("*")):
             if p.suffix == ".json":
                 strings(json.loads(p.read_text()))
-            elif p.suffix in (".txt", ".csv", ".tsv") and p.name != "ATTRIBUTION.md":
+            elif p.suffix == ".csv":
+                with open(p, newline="") as f:
+                    out += [cell for row in csv.reader(f) for cell in row]
+            elif p.suffix == ".txt":
                 out += p.read_text().splitlines()
     return out
 
@@ -318,7 +337,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         if gguf_fingerprint(a.model) != codec.fingerprint:
             return fatal(f"{a.model} is not the LLM the codec bundle {a.codec} was built for (vocabulary mismatch)")
         vocab = open_vocab(a.model)
-        texts = _template_texts() + _demo_texts(a.demos) + list(a.text)
+        extra = _demo_texts(a.demos) + list(a.text)
+        texts = _template_texts(extra) + extra
         text_ids = [i for s in texts for i in vocab.tokenize(s)]
         keep = head_ids(vocab.pieces(), vocab.token_types(), codec.token_tables, text_ids, vocab.special_ids())
         write_head_gguf(a.model, a.out, keep, progress=not a.no_progress)

@@ -145,6 +145,8 @@ class FewShotEngine:
             raise TaskError(f"codec bundle {codec.bundle.path}: {e}") from None
         self.word_mask = self.layer_masks[0]
         self._memo: dict[str, list[int]] = {}
+        # Opens the full GGUF when ``lm`` is an audio head and a prompt needs dropped ids (`open_engine`).
+        self.full_model: Callable[[], Any] | None = None
 
     # -- text and clips -------------------------------------------------------------------------
     def tokenize(self, text: str) -> list[int]:
@@ -182,10 +184,24 @@ class FewShotEngine:
     def prompt(self, demos: Sequence[Demo], query, opts: TaskOptions, instruction: str | None,
                reserve: int, template: Template = Template()) -> Prompt:
         """Episode ids; raises ContextOverflowError (saying how many demonstrations fit) if too long."""
-        return build_episode_prompt(self.tokenize, demos, query, instruction=instruction if opts.induction else None,
-                                    bos_id=self.lm.bos_id, layout=opts.layout, layers=opts.layer_mode,
-                                    repeats=opts.repeats, template=template, n_ctx=self.lm.n_ctx,
-                                    reserve=reserve, per_group=self.per_group)
+        p = build_episode_prompt(self.tokenize, demos, query, instruction=instruction if opts.induction else None,
+                                 bos_id=self.lm.bos_id, layout=opts.layout, layers=opts.layer_mode,
+                                 repeats=opts.repeats, template=template, n_ctx=self.lm.n_ctx,
+                                 reserve=reserve, per_group=self.per_group)
+        if not self.lm.covers(p.ids):
+            self._use_full_model()
+        return p
+
+    def _use_full_model(self) -> None:
+        """Switch from an audio-head GGUF to the full model (a prompt's text needs dropped ids)."""
+        import warnings
+
+        if self.full_model is None:
+            raise TaskError(f"the prompt uses token ids the audio-head GGUF {self.lm.model_path} lacks: "
+                            "open the full GGUF instead")
+        warnings.warn(f"the prompt's text uses tokens the audio head {self.lm.model_path.name} lacks: "
+                      "switching to the full model (same tokens, slower)", RuntimeWarning, stacklevel=3)
+        self.lm, self.full_model = self.full_model(), None
 
     def span_allowed(self, n_groups: int, layout: Layout, layers: Layers) -> Callable[[int], np.ndarray]:
         """Per-step allowed mask ``step -> (V,) bool`` for a span of ``n_groups`` groups."""
@@ -225,20 +241,58 @@ class FewShotEngine:
 
 def open_engine(model: str | Path, codec: str | Path, n_ctx: int = 2048, threads: int | None = None,
                 seed: int = 0, provider: str = "cpu", n_gpu_layers: int = 0,
-                prefix_cache: bool | str | Path = False) -> FewShotEngine:
+                prefix_cache: bool | str | Path = False, audio_head: bool = False) -> FewShotEngine:
     """Load the codec bundle, then the GGUF checked against the bundle's vocabulary fingerprint.
 
     n_gpu_layers: LLM layers offloaded to the GPU (llama-cpp-python built with CUDA; 0 = CPU).
     prefix_cache: True (default cache dir), a cache root folder, or False: demonstration prefixes'
-    KV states on disk (`runtime.prefix_cache`), so a second run starts without evaluating them."""
+    KV states on disk (`runtime.prefix_cache`), so a second run starts without evaluating them.
+    audio_head: run the model's audio-head GGUF (`runtime.lm_head.head_path`) when it exists and
+    keeps this bundle's token tables (same masked decoding, a 7x smaller output head); prompts
+    with text it lacks switch the engine to ``model`` itself (`FewShotEngine.prompt`)."""
     from runtime.codec import CodecSession
     from runtime.lm import FrozenLM
 
     session = CodecSession(codec, provider=provider, threads=threads)
-    lm = FrozenLM(model, n_ctx=n_ctx, n_threads=threads, seed=seed, expected_fingerprint=session.fingerprint,
+    kwargs: dict[str, Any] = dict(n_ctx=n_ctx, n_threads=threads, seed=seed, expected_fingerprint=session.fingerprint,
                   expected_source=f"codec bundle {codec}", n_gpu_layers=n_gpu_layers)
+    lm = _open_audio_head(model, session, kwargs) if audio_head else None
+    lm = FrozenLM(model, **kwargs) if lm is None else lm
+    cache = None
     if prefix_cache is not False and prefix_cache is not None:
         from runtime.prefix_cache import PrefixCache
 
-        lm.prefix_cache = PrefixCache(None if prefix_cache is True else prefix_cache)
-    return FewShotEngine(lm, session)
+        cache = PrefixCache(None if prefix_cache is True else prefix_cache)
+    lm.prefix_cache = cache
+    engine = FewShotEngine(lm, session)
+    engine.full_model = lambda: _with_cache(FrozenLM(model, **kwargs), cache)
+    return engine
+
+
+def _with_cache(lm, cache):
+    lm.prefix_cache = cache
+    return lm
+
+
+def _open_audio_head(model: str | Path, session, kwargs: dict):
+    """The audio-head `FrozenLM` of ``model`` if one exists and serves this bundle, else None (a stale
+    or damaged one is reported with a warning: the full model still gives the same tokens)."""
+    import warnings
+
+    from runtime.lm import FrozenLM, ModelLoadError
+    from runtime.lm_head import head_path
+
+    path = head_path(model)
+    if not path.is_file():
+        return None
+    try:
+        lm = FrozenLM(path, **kwargs)
+    except (ModelLoadError, VocabularyMismatchError, ValueError) as e:
+        warnings.warn(f"not using the audio head: {e}", RuntimeWarning, stacklevel=3)
+        return None
+    missing = [l for l in range(1, len(session.strides) + 1) if not lm.covers_mask(session.layer_mask(l, lm.n_vocab))]
+    if missing:
+        warnings.warn(f"not using the audio head {path}: it lacks token ids of codec layer(s) {missing} "
+                      f"(rebuild it for this bundle: python -m runtime.lm_head)", RuntimeWarning, stacklevel=3)
+        return None
+    return lm

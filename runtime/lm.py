@@ -28,7 +28,7 @@ from typing import Any, Sequence
 import numpy as np
 
 from runtime.lm_errors import ContextOverflowError, HeadVocabularyError, VocabularyMismatchError
-from runtime.lm_head import open_head
+from runtime.lm_head import HEAD_KEYS, HeadMap, read_head_info
 from runtime.lm_model import ModelLoadError, check_tokenizer, llama_cpp_version, load_llama, open_sequences
 from runtime.lm_sampling import Allowed, log_softmax, select_token, step_mask
 from runtime.lm_scoring import label_logprobs
@@ -97,7 +97,7 @@ class FrozenLM:
         self._llm = load_llama(self.model_path, n_ctx, n_threads, n_gpu_layers, n_batch, seed, kv_type, verbose)
         self._open_multi_sequence_context(n_seq_max, verbose)
         check_tokenizer(self._llm, self.model_path)
-        self._head = open_head(self._llm, self.model_path)
+        self._head = self._open_head()
         self.n_vocab = int(self._llm.n_vocab()) if self._head is None else self._head.n_vocab
         self.n_ctx = int(self._llm.n_ctx())
         src = self._llm if self._head is None else self._head.vocab
@@ -120,6 +120,18 @@ class FrozenLM:
                 f"vocabulary mismatch: the LLM {self.model_path} has vocabulary {self.fingerprint}, "
                 f"but the codec tokens{src} were built for {expected_fingerprint}; use the LLM whose "
                 f"embedding table the codec was trained on, or re-export the codec for this LLM")
+
+    def _open_head(self) -> HeadMap | None:
+        """The id map of an audio-head GGUF (`runtime.lm_head`), None for an ordinary GGUF (one
+        metadata lookup)."""
+        if HEAD_KEYS["file"] not in self._llm.metadata:
+            return None
+        info = read_head_info(self.model_path)
+        if info is None:
+            return None
+        vocab = self._lc.llama_model_get_vocab(self._llm.model)
+        pieces = [bytes(self._lc.llama_vocab_get_text(vocab, j)) for j in range(int(self._llm.n_vocab()))]
+        return HeadMap(self.model_path, info, pieces)
 
     def _open_multi_sequence_context(self, n_seq_max: int, verbose: bool) -> None:
         """`runtime.lm_model.open_sequences` (n_seq_max sequences, unified KV cache) and our own

@@ -44,7 +44,7 @@ import numpy as np
 
 from runtime.lm_errors import HeadVocabularyError
 
-__all__ = ["HEAD_KEYS", "HeadVocabularyError", "HeadInfo", "HeadMap", "head_path", "open_head", "read_head_info",
+__all__ = ["HEAD_KEYS", "HeadVocabularyError", "HeadInfo", "HeadMap", "head_path", "read_head_info",
            "head_ids", "write_head_gguf", "main"]
 
 HEAD_KEYS = {"ids": "llmcodec.head.source_ids", "file": "llmcodec.head.source_file",
@@ -147,21 +147,6 @@ def head_path(model: str | Path) -> Path:
     """Where the audio head of ``model`` lives: ``<stem>.audio-head.gguf`` beside it."""
     m = Path(model)
     return m.with_name(m.stem + ".audio-head.gguf")
-
-
-def open_head(llm, path: Path) -> HeadMap | None:
-    """The `HeadMap` of a loaded ``llama_cpp.Llama`` when ``path`` is an audio-head GGUF, else None
-    (ordinary GGUFs pay one metadata lookup)."""
-    if HEAD_KEYS["file"] not in llm.metadata:
-        return None
-    info = read_head_info(path)
-    if info is None:
-        return None
-    import llama_cpp
-
-    vocab = llama_cpp.llama_model_get_vocab(llm.model)
-    pieces = [bytes(llama_cpp.llama_vocab_get_text(vocab, j)) for j in range(int(llm.n_vocab()))]
-    return HeadMap(path, info, pieces)
 
 
 def _always_kept(pieces: Sequence[str], types: np.ndarray) -> np.ndarray:

@@ -41,8 +41,9 @@ class TaskOptions:
     crop: which part of a longer clip is kept: its "start" (official) or its "loudest" window.
     draft: greedy audio spans are decoded draft-and-verify (`runtime.draft`; same tokens as plain
         greedy decoding): "auto" (n-gram prompt lookup, else the query's own token), "ngram",
-        "aligned" (the query's tokens at the same positions; denoise), or "none" (one token a step,
-        the default: on the default pair drafting does not pay on a CPU, see README "Draft decoding").
+        "aligned" (the query's tokens at the same positions; denoise), or "none" (one token a step).
+        Default "auto": on the default pair it decodes 1.3-1.9x the tokens/s of "none" on a 2-core
+        CPU (benchmarks/results/llm_speed_tasks_t{1,2}.md, README "Draft decoding").
     max_draft: draft tokens verified per batch.
     """
 
@@ -55,7 +56,7 @@ class TaskOptions:
     seed: int = 0
     clip_seconds: float | None = None
     crop: Crop = "start"
-    draft: str = "none"
+    draft: str = "auto"
     max_draft: int = 8
 
     @property

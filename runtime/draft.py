@@ -23,7 +23,8 @@ Drafters (``propose(context, out, k) -> up to k ids`` for the positions after ``
   at the same positions (the hope: a clean chunk's codes repeat the noisy chunk's; measured, they
   rarely do with the default pair).
 * `NgramDrafter` — prompt lookup: the tokens that followed the most recent earlier occurrence of
-  the last n ids (n = max_n .. min_n) in the prompt and the output so far.
+  the last n ids (n = max_n .. min_n) in the prompt and the output so far; a match less than k
+  ids back is read as a loop and repeated.
 * `ChainDrafter` — the first drafter with a non-empty proposal.
 """
 from __future__ import annotations
@@ -70,8 +71,18 @@ class NgramDrafter:
         for n in range(min(self.max_n, len(h) - 1), self.min_n - 1, -1):
             start = _last_match(h, n)
             if start >= 0:
-                return h[start + n:start + n + k].tolist()
+                return _continuation(h, start + n, k)
         return []
+
+
+def _continuation(h: np.ndarray, at: int, k: int) -> list[int]:
+    """Up to ``k`` ids following a match that ends at ``at``; a match close to the end of ``h``
+    has fewer than ``k`` ids after it, and is then read as a period of length ``len(h) - at``
+    and repeated (a looping span would otherwise be drafted only one period per pass)."""
+    cont = h[at:at + k]
+    if len(cont) < k and len(cont) > 0:
+        cont = np.resize(cont, k)  # np.resize repeats the array cyclically
+    return cont.tolist()
 
 
 def _last_match(h: np.ndarray, n: int) -> int:

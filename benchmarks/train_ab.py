@@ -33,6 +33,7 @@ VARIANTS: dict[str, list[str]] = {
     "decoder-512": ["--override", "decoder_dim=512"],
     "mel-x2": ["--loss-weight", "mel=2"],
     "adv-start-500": ["--adv-start", "500"],
+    "bf16": ["--bf16"],
 }
 COLUMNS = [("variant", "variant", ""), ("steps", "steps", ""), ("audio_s_per_s", "audio s/s", ".1f"),
            ("heldout_recon", "held-out recon", ".3f"), ("heldout_mel", "held-out mel", ".3f"),
@@ -46,7 +47,8 @@ def train_cmd(args: argparse.Namespace, name: str) -> list[str]:
             "--out", str(args.out / name), "--steps", "1000000", "--time-limit", str(args.minutes),
             "--schedule", "constant", "--lr", "1e-3", "--warmup", "50", "--seed", "0", "--device", args.device,
             "--threads", str(args.threads), "--log-every", "50", "--ckpt-every", "1000000", "--no-progress",
-            "--word-list", args.word_list, "--force", *VARIANTS[name]]
+            "--word-list", args.word_list, "--force", *(["--init", str(args.init)] if args.init else []),
+            *VARIANTS[name]]
 
 
 def run_all(args: argparse.Namespace) -> dict[str, int]:
@@ -119,6 +121,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
     p.add_argument("--threads", type=int, default=1, help="torch threads per run")
     p.add_argument("--word-list", default="default", help="codec.train --word-list")
+    p.add_argument("--init", type=Path, default=None,
+                   help="every variant warm-starts from this checkpoint (codec.train --init), e.g. the default codec")
     p.add_argument("--eval-clips", type=int, default=48)
     p.add_argument("--eval-seconds", type=float, default=2.0)
     p.add_argument("--out", type=Path, default=Path("runs/train_ab"))

@@ -130,6 +130,9 @@ def test_drafter_units():
     assert NgramDrafter(max_n=3, min_n=2).propose(ctx, [], 3) == [3, 4, 5]
     assert NgramDrafter(max_n=3, min_n=2).propose(ctx, [3], 2) == [4, 5]  # history 1 2 3 matches
     assert NgramDrafter().propose([1, 2, 3], [], 4) == []
+    # a match less than k ids back is a loop: its period is repeated to fill the draft
+    assert NgramDrafter().propose([1, 7, 5, 6, 7, 5], [6], 7) == [7, 5, 6, 7, 5, 6, 7]
+    assert NgramDrafter().propose([4, 4, 4], [], 3) == [4, 4, 4]
     assert AlignedDrafter([7, 8, 9]).propose(ctx, [0], 5) == [8, 9]
     assert ChainDrafter(NgramDrafter(), AlignedDrafter([4, 4])).propose([1, 2, 3], [], 2) == [4, 4]
     assert span_drafter("none") is None and isinstance(span_drafter("auto"), NgramDrafter)

@@ -3,6 +3,8 @@
     models/default/llm.gguf          Gemma 3 270M base, Q4_K_M (assembled at set-up, not in git)
     models/default/checkpoint/       the default codec's weights (config.json + safetensors, in git)
     models/default/codec/            its ONNX bundle (exported at set-up by ``make models``, not in git)
+    models/default/llm.audio-head.gguf  the LLM with its output head cut to the codec's ids
+                                     (`runtime.lm_head`, written by ``make models``, not in git)
     models/default/demos/<task>/     demonstration sets (small redistributable clips, in git)
 
 Example inputs for the Quick start live in the repository's top-level ``examples/`` (in git).
@@ -21,6 +23,7 @@ from typing import Sequence
 
 from runtime.bundle import sha256_file
 from runtime.cli import fatal, run_cli
+from runtime.lm_head import head_path
 
 DEFAULT_ROOT = Path(__file__).resolve().parents[1] / "models" / "default"
 LLM_FILE = "llm.gguf"
@@ -135,6 +138,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.check:
             report["codec"] = str(default_codec())
             report["demos"] = {t: str(default_demos(t)) for t in DEMO_TASKS}
+            head = head_path(llm)
+            report["audio_head"] = (str(head) if head.is_file() else
+                                    f"missing (optional: generation tasks run the full model, ~2x slower per "
+                                    f"token): {FIX}")
     except (DefaultsError, ValueError) as e:  # ValueError: the package's own sha256 check failed
         return fatal(str(e))
     print(json.dumps(report, indent=2))

@@ -77,6 +77,8 @@ class FrozenLM:
     (e.g. a codec bundle's); a different GGUF vocabulary raises `VocabularyMismatchError`.
     kv_type: KV-cache precision, "f16" (llama.cpp default, half the memory) or "f32" (exact:
     matches a float64 reference forward to ~1e-5 where f16 is ~1e-3).
+    n_threads / n_threads_batch: threads of one-token steps / of batches (None: n_threads; llama.cpp
+    picks by the batch size, and a memory-bound one-token step may run as fast on fewer threads).
     n_seq_max: parallel KV sequences (one per candidate label in batched `label_logprobs`); the KV
     cache is unified, so they share the prompt's cells and the n_ctx budget.
     Exactness on quantised weights: llama.cpp's CPU matmuls take different kernels (one-row
@@ -89,12 +91,14 @@ class FrozenLM:
     def __init__(self, model_path: str | Path, n_ctx: int = 2048, n_threads: int | None = None,
                  n_gpu_layers: int = 0, n_batch: int = 512, seed: int = 0,
                  expected_fingerprint: str | None = None, expected_source: str | None = None,
-                 kv_type: str = "f16", verbose: bool = False, n_seq_max: int = 64):
+                 kv_type: str = "f16", verbose: bool = False, n_seq_max: int = 64,
+                 n_threads_batch: int | None = None):
         import llama_cpp
 
         self._lc = llama_cpp
         self.model_path = Path(model_path)
-        self._llm = load_llama(self.model_path, n_ctx, n_threads, n_gpu_layers, n_batch, seed, kv_type, verbose)
+        self._llm = load_llama(self.model_path, n_ctx, n_threads, n_gpu_layers, n_batch, seed, kv_type, verbose,
+                               n_threads_batch)
         self._open_multi_sequence_context(n_seq_max, verbose)
         check_tokenizer(self._llm, self.model_path)
         self._head = self._open_head()

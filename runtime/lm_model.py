@@ -51,8 +51,10 @@ def gguf_architecture(path: Path) -> str | None:
 
 
 def load_llama(path: Path, n_ctx: int, n_threads: int | None, n_gpu_layers: int, n_batch: int, seed: int,
-               kv_type: str, verbose: bool) -> Any:
+               kv_type: str, verbose: bool, n_threads_batch: int | None = None) -> Any:
     """A ``llama_cpp.Llama`` over ``path`` with a ``kv_type`` ("f16" or "f32") KV cache.
+
+    n_threads: threads of one-token steps; n_threads_batch: of batches (None: n_threads).
 
     Raises `ModelLoadError` for a bad file or one llama.cpp cannot load, ValueError for another kv_type."""
     import llama_cpp
@@ -64,6 +66,7 @@ def load_llama(path: Path, n_ctx: int, n_threads: int | None, n_gpu_layers: int,
     try:
         return llama_cpp.Llama(
             model_path=str(path), n_ctx=n_ctx, n_batch=n_batch, n_threads=n_threads,
+            n_threads_batch=n_threads if n_threads_batch is None else n_threads_batch,
             n_gpu_layers=n_gpu_layers, seed=seed, logits_all=False, verbose=verbose,
             type_k=kv_types[kv_type], type_v=kv_types[kv_type])
     except (ValueError, RuntimeError, OSError) as e:

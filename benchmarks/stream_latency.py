@@ -81,6 +81,7 @@ def summarize(task: str, chunk_ms: float | None, d: dict[str, Any], rss: list[fl
             "e2e_p50_ms": e2e["p50_ms"], "e2e_p95_ms": e2e["p95_ms"], "e2e_max_ms": e2e["max_ms"],
             "chunk_p50_ms": d["chunk"]["p50_ms"], "chunk_p95_ms": d["chunk"]["p95_ms"],
             "llm_tokens_per_s": d["llm"]["tokens_per_s"], "dropped_chunks": d["dropped_chunks"],
+            "draft_acceptance": d["llm"].get("draft_acceptance"),
             "underruns": d["underruns"], "overruns": d["overruns"],
             "rss_first_mb": round(settled[0], 1) if settled else None,
             "rss_last_mb": round(settled[-1], 1) if settled else None,
@@ -92,6 +93,7 @@ COLUMNS = [("task", "task", ""), ("chunk_ms", "chunk ms", ".0f"), ("audio_s", "a
            ("e2e_p50_ms", "e2e p50 ms", ".1f"), ("e2e_p95_ms", "e2e p95 ms", ".1f"),
            ("e2e_max_ms", "e2e max ms", ".1f"), ("rtf", "RTF", ".3f"), ("drift_s", "drift s", ".2f"),
            ("dropped_chunks", "dropped", "d"), ("llm_tokens_per_s", "LLM tok/s", ".1f"),
+           ("draft_acceptance", "drafts accepted", ".2f"),
            ("rss_first_mb", "RSS first MB", ".0f"), ("rss_last_mb", "RSS last MB", ".0f")]
 
 

@@ -53,6 +53,8 @@ class StreamStats:
     audio_out_samples: int = 0
     llm_tokens: int = 0
     llm_generate_s: float = 0.0
+    draft_proposed: int = 0  # draft tokens verified (runtime.draft), and of those accepted
+    draft_accepted: int = 0
     underruns: int = 0
     overruns: int = 0
     dropped_chunks: int = 0
@@ -107,7 +109,9 @@ class StreamStats:
                 "wall_seconds": round(self.wall_s, 3), "rtf": _round(self.rtf),
                 "stages": stages, "chunk": summarize(self.chunk_ms),
                 "end_to_end": summarize(self.end_to_end),
-                "llm": {"generated_tokens": self.llm_tokens, "tokens_per_s": _round(self.tokens_per_s)},
+                "llm": {"generated_tokens": self.llm_tokens, "tokens_per_s": _round(self.tokens_per_s),
+                        "draft_acceptance": _round(self.draft_accepted / self.draft_proposed)
+                        if self.draft_proposed else None},
                 "underruns": self.underruns, "overruns": self.overruns,
                 "dropped_chunks": self.dropped_chunks, "output_skipped_s": round(self.output_skipped_s, 3),
                 "nonfinite_samples": self.nonfinite_samples}
@@ -123,7 +127,8 @@ class StreamStats:
         tps = d["llm"]["tokens_per_s"]
         rows.append(f"audio {d['audio_in_seconds']:.2f} s in, {d['audio_out_seconds']:.2f} s out, "
                     f"wall {d['wall_seconds']:.2f} s, RTF {rtf}"
-                    + (f", LLM {tps:.1f} tok/s ({d['llm']['generated_tokens']} tokens)" if tps else ""))
+                    + (f", LLM {tps:.1f} tok/s ({d['llm']['generated_tokens']} tokens)" if tps else "")
+                    + (f", drafts {d['llm']['draft_acceptance']:.0%} accepted" if d["llm"]["draft_acceptance"] else ""))
         rows.append(f"underruns {self.underruns}, overruns {self.overruns}, dropped chunks {self.dropped_chunks}"
                     + (f", speaker skipped {self.output_skipped_s:.2f} s" if self.output_skipped_s else ""))
         return "\n".join(rows)

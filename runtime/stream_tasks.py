@@ -123,12 +123,16 @@ def generate_timed(engine: FewShotEngine, prompt: Prompt, n_groups: int, opts: T
     with stats.time("llm_prefill"):
         engine.use_prefix(prompt)
         engine.lm.logits(prompt.ids)
+    lm_stats = engine.lm.stats
+    proposed, accepted = lm_stats.draft_proposed, lm_stats.draft_accepted
     t0 = time.perf_counter()
     tokens = engine.generate_span(prompt.ids, n_groups, opts, seed=seed, query=query)
     dt = time.perf_counter() - t0
     stats.add("llm_generate", dt)
     stats.llm_tokens += engine.span_length(n_groups, opts)
     stats.llm_generate_s += dt
+    stats.draft_proposed += engine.lm.stats.draft_proposed - proposed
+    stats.draft_accepted += engine.lm.stats.draft_accepted - accepted
     return tokens
 
 

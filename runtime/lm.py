@@ -431,12 +431,13 @@ class FrozenLM:
         allow kept ids only, so masked choices are exactly the full model's."""
         if self._head is None:
             return lambda step: step_mask(allowed, step, self.n_vocab)
-        head, seen = self._head, set()
+        head = self._head
+        seen: dict[int, np.ndarray | None] = {}  # holds the checked masks, so a freed mask's id cannot be reused
 
         def checked(step: int):
             m = step_mask(allowed, step, self.n_vocab)
-            if m is None or id(m) not in seen:
+            if m is None or seen.get(id(m)) is not m:
                 head.check_mask(m)
-                seen.add(id(m))
+                seen[id(m)] = m
             return m
         return checked

@@ -52,7 +52,7 @@ HEAD_KEYS = {"ids": "llmcodec.head.source_ids", "file": "llmcodec.head.source_fi
 VOCAB_TENSORS = ("token_embd.weight", "output.weight")  # rows = vocabulary ids (an untied head has both)
 _TOKENIZER_ARRAYS = ("tokenizer.ggml.tokens", "tokenizer.ggml.scores", "tokenizer.ggml.token_type")
 _UNUSED = re.compile(r"^<unused\d+>$")
-_NORMAL, _UNKNOWN, _CONTROL, _USER, _UNUSED_TYPE, _BYTE = 1, 2, 3, 4, 5, 6
+_NORMAL, _UNKNOWN, _CONTROL, _USER, _BYTE = 1, 2, 3, 4, 6  # gguf.TokenType values
 _SPACE = "\u2581"
 
 

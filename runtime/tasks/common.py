@@ -255,24 +255,25 @@ def open_engine(model: str | Path, codec: str | Path, n_ctx: int = 2048, threads
     from runtime.lm import FrozenLM
 
     session = CodecSession(codec, provider=provider, threads=threads)
-    kwargs: dict[str, Any] = dict(n_ctx=n_ctx, n_threads=threads, seed=seed, expected_fingerprint=session.fingerprint,
-                  expected_source=f"codec bundle {codec}", n_gpu_layers=n_gpu_layers)
-    lm = _open_audio_head(model, session, kwargs) if audio_head else None
-    lm = FrozenLM(model, **kwargs) if lm is None else lm
+    kwargs: dict[str, Any] = dict(n_ctx=n_ctx, n_threads=threads, seed=seed, n_gpu_layers=n_gpu_layers,
+                                  expected_fingerprint=session.fingerprint, expected_source=f"codec bundle {codec}")
     cache = None
     if prefix_cache is not False and prefix_cache is not None:
         from runtime.prefix_cache import PrefixCache
 
         cache = PrefixCache(None if prefix_cache is True else prefix_cache)
-    lm.prefix_cache = cache
-    engine = FewShotEngine(lm, session)
-    engine.full_model = lambda: _with_cache(FrozenLM(model, **kwargs), cache)
+
+    def open_full() -> FrozenLM:
+        full = FrozenLM(model, **kwargs)
+        full.prefix_cache = cache
+        return full
+
+    head = _open_audio_head(model, session, kwargs) if audio_head else None
+    if head is not None:
+        head.prefix_cache = cache
+    engine = FewShotEngine(open_full() if head is None else head, session)
+    engine.full_model = None if head is None else open_full
     return engine
-
-
-def _with_cache(lm, cache):
-    lm.prefix_cache = cache
-    return lm
 
 
 def _open_audio_head(model: str | Path, session, kwargs: dict):

@@ -136,34 +136,37 @@ def draft_greedy(lm, prompt: list[int], n_tokens: int, mask_at: Callable[[int], 
                  drafter: Drafter, max_draft: int = 8, stops: frozenset[int] = frozenset()) -> list[int]:
     """Greedy decoding of up to ``n_tokens`` ids after ``prompt`` with batched draft verification.
 
-    lm: `runtime.lm.FrozenLM`; mask_at(step) -> allowed bool mask (V,) or None. Stops early after
-    an id in ``stops``. The draft length adapts (`_next_length`): each drafted token costs ~1/5
-    of a decoding step on a CPU, so long drafts only pay while they keep being accepted.
+    lm: `runtime.lm.FrozenLM` (its `argmax_rows`: the masked choice of each evaluated row);
+    mask_at(step) -> allowed bool mask (V,) or None. Stops early after an id in ``stops``. The
+    draft length adapts (`_next_length`): each drafted token costs ~1/5 of a decoding step on a
+    CPU, so long drafts only pay while they keep being accepted.
     Counts proposals, acceptances and verification passes in ``lm.stats``."""
     out: list[int] = []
-    logits = lm.logits(prompt)
+    tok = lm.argmax_rows(prompt, len(prompt) - 1, [mask_at(0)])[0]
     k = min(2, max_draft)
     while True:
-        tok = masked_argmax(logits, mask_at(len(out)))
         out.append(tok)
         if tok in stops or len(out) >= n_tokens:
             return out
-        draft = _legal(drafter.propose(prompt, out, min(k, n_tokens - len(out))), mask_at, len(out))
+        step = len(out)
+        draft = _legal(drafter.propose(prompt, out, min(k, n_tokens - step)), mask_at, step)
+        # one mask per evaluated row; the row after a draft that fills the span is never read
+        masks = [mask_at(s) if s < n_tokens else None for s in range(step, step + len(draft) + 1)]
+        picks = lm.argmax_rows(prompt + out + draft, len(prompt) + step - 1, masks)
         if not draft:
-            logits = lm.logits(prompt + out)
+            tok = picks[0]
             continue
-        rows = lm.logits_rows(prompt + out + draft, start=len(prompt) + len(out) - 1)
         lm.stats.verify_calls += 1
         lm.stats.draft_proposed += len(draft)
         j = 0
-        while j < len(draft) and masked_argmax(rows[j], mask_at(len(out))) == draft[j]:
+        while j < len(draft) and picks[j] == draft[j]:
             out.append(draft[j])
             lm.stats.draft_accepted += 1
             j += 1
             if out[-1] in stops or len(out) >= n_tokens:
                 return out
         k = _next_length(k, j, len(draft), max_draft)
-        logits = rows[j]
+        tok = picks[j]
 
 
 def _next_length(k: int, accepted: int, proposed: int, max_draft: int) -> int:

@@ -23,11 +23,12 @@ import ctypes
 import weakref
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Callable, Sequence
 
 import numpy as np
 
 from runtime.lm_errors import ContextOverflowError, HeadVocabularyError, VocabularyMismatchError
+from runtime.lm_choice import MaskedChooser
 from runtime.lm_head import HEAD_KEYS, HeadMap, read_head_info
 from runtime.lm_model import ModelLoadError, check_tokenizer, llama_cpp_version, load_llama, open_sequences
 from runtime.lm_sampling import Allowed, log_softmax, select_token, step_mask
@@ -103,6 +104,7 @@ class FrozenLM:
         check_tokenizer(self._llm, self.model_path)
         self._head = self._open_head()
         self.n_vocab = int(self._llm.n_vocab()) if self._head is None else self._head.n_vocab
+        self._chooser = MaskedChooser() if self._head is None else MaskedChooser(self._head.global_ids, self._head.local_ids)
         self.n_ctx = int(self._llm.n_ctx())
         src = self._llm if self._head is None else self._head.vocab
         self.bos_id = int(src.token_bos())
@@ -163,11 +165,14 @@ class FrozenLM:
             self.reset()
             raise RuntimeError(f"llama_decode failed with status {rc}")
 
+    def _raw_row(self, i: int) -> np.ndarray:
+        """Batch row i of llama.cpp's logits buffer as a (head_rows,) float32 view (valid until the next decode)."""
+        return np.ctypeslib.as_array(self._lc.llama_get_logits_ith(self._llm.ctx, i), shape=(self.head_rows,))
+
     def _row(self, i: int) -> np.ndarray:
-        ptr = self._lc.llama_get_logits_ith(self._llm.ctx, i)
         if self._head is not None:
-            return self._head.widen(np.ctypeslib.as_array(ptr, shape=(self._head.global_ids.size,)))
-        return np.ctypeslib.as_array(ptr, shape=(self.n_vocab,)).astype(np.float32, copy=True)
+            return self._head.widen(self._raw_row(i))
+        return self._raw_row(i).astype(np.float32, copy=True)
 
     def truncate(self, n: int) -> None:
         """Keep only the first ``n`` cached tokens (e.g. back to a demonstration prefix, so two decodes
@@ -257,11 +262,30 @@ class FrozenLM:
     def logits_rows(self, ids: Sequence[int], start: int) -> np.ndarray:
         """Next-token logits after each of ``ids[:start+1] ... ids[:len]``: (len(ids) - start, V) float32.
 
-        Every evaluation goes through here: everything from the cached prefix on is evaluated in
-        batches of up to n_batch tokens with one logits row per position >= ``start``; entries past
-        the common prefix of ``ids`` and the cache are dropped first (a rejected draft's tail).
-        The rows can differ from one-token-at-a-time evaluations in the last bits (Q4_K: up to ~1
-        logit, see the class docstring)."""
+        Every evaluation goes through `_evaluate` (here or in `argmax_rows`): everything from the
+        cached prefix on is evaluated in batches of up to n_batch tokens with one logits row per
+        position >= ``start``; entries past the common prefix of ``ids`` and the cache are dropped
+        first (a rejected draft's tail). The rows can differ from one-token-at-a-time evaluations
+        in the last bits (Q4_K: up to ~1 logit, see the class docstring)."""
+        rows = self._evaluate(ids, start, lambda i, r: self._row(i))
+        self._last_logits = rows[-1].copy()
+        return np.stack(rows)
+
+    def argmax_rows(self, ids: Sequence[int], start: int, masks: Sequence[np.ndarray | None]) -> list[int]:
+        """The masked greedy choice after each of ``ids[:start+1] ... ids[:len]``: one id per row.
+
+        masks[r]: the bool (V,) allowed mask of row r (None: any id; an audio head refuses None
+        through `generate`'s mask check). Equal to `runtime.draft.masked_argmax` of
+        `logits_rows`' rows, from the same evaluation, but read from llama.cpp's buffer over the
+        allowed ids only (`runtime.lm_choice`), so no full-width row is built."""
+        ids = [int(i) for i in ids]
+        if len(masks) != len(ids) - start:
+            raise ValueError(f"need one mask per row: {len(ids) - start}, got {len(masks)}")
+        pick, raw = self._chooser.pick, self._raw_row
+        return self._evaluate(ids, start, lambda i, r: pick(raw(i), masks[r]))
+
+    def _evaluate(self, ids: Sequence[int], start: int, take: Callable[[int, int], Any]) -> list:
+        """Evaluate ``ids`` from the cache on; ``take(batch_index, row)`` reads each wanted row."""
         ids = [int(i) for i in ids]
         if not 0 <= start < len(ids):
             raise ValueError(f"start must be in [0, {len(ids)}), got {start}")
@@ -274,17 +298,17 @@ class FrozenLM:
                 chunk = ids[a:b]
                 pos = range(a, b)
                 self._decode(chunk, pos, [0] * len(chunk), [p >= start for p in pos])
-                rows += [self._row(i) for i, p in enumerate(pos) if p >= start]
+                rows += [take(i, p - start) for i, p in enumerate(pos) if p >= start]
                 self._llm.input_ids[a:a + len(chunk)] = chunk
                 self._llm.n_tokens = a + len(chunk)
                 self.stats.eval_calls += 1
         except Exception:
             self.reset()
             raise
-        self._cached, self._last_logits = ids, rows[-1].copy()
+        self._cached, self._last_logits = ids, None
         self.stats.reused_tokens += n
         self.stats.evaluated_tokens += len(ids) - n
-        return np.stack(rows)
+        return rows
 
     def logits(self, ids: Sequence[int]) -> np.ndarray:
         """Next-token logits (V,) float32 after the sequence ``ids``, reusing the cached prefix."""
@@ -405,6 +429,7 @@ class FrozenLM:
         if n_tokens < 0:
             raise ValueError(f"n_tokens must be >= 0, got {n_tokens}")
         prompt = [int(i) for i in prompt_ids]
+        self._check_ids(prompt)
         self._check_fits(len(prompt) + n_tokens, f"prompt ({len(prompt)}) + {n_tokens} generated")
         stops = frozenset(int(s) for s in stop_ids) if stop_ids else frozenset()
         if n_tokens == 0:

@@ -144,3 +144,46 @@ def test_drafter_units():
     m = np.zeros(5, dtype=bool)
     m[[1, 3]] = True
     assert masked_argmax(np.array([9.0, 1, 0, 1, 0]), m) == 1  # lowest id on ties, inside the mask
+
+
+def test_argmax_rows_equals_masked_argmax_of_logits_rows(tiny_gguf, make_lm):
+    lm = make_lm(tiny_gguf, kv_type="f32")
+    masks = _layer_schedule_masks(2, np.random.default_rng(5))
+    ids = PROMPT + [11, 12, 13, 14, 15, 16]
+    start = len(PROMPT) - 1
+    rows = lm.logits_rows(ids, start)
+    lm.reset()  # the same evaluation path again
+    picks = lm.argmax_rows(ids, start, masks[:len(ids) - start])
+    assert picks == [masked_argmax(r, m) for r, m in zip(rows, masks)]
+    assert lm.argmax_rows(ids, len(ids) - 1, [None]) == [int(np.argmax(rows[-1]))]
+    with pytest.raises(ValueError, match="one mask per row"):
+        lm.argmax_rows(ids, start, masks[:2])
+
+
+def test_masked_chooser_units():
+    from runtime.lm_choice import MaskedChooser
+    from runtime.lm_errors import HeadVocabularyError
+
+    m = np.zeros(8, dtype=bool)
+    m[[1, 3, 6]] = True
+    full = MaskedChooser()
+    assert full.pick(np.array([9.0, 1, 0, 1, 0, 0, 1, 0], dtype=np.float32), m) == 1  # lowest id on ties
+    assert full.pick(np.array([9.0, 1, 0, 1, 0, 0, 2, 0], dtype=np.float32), m) == 6
+    assert full.pick(np.array([0.0, 1, 5, 0, 0, 0, 0, 0], dtype=np.float32), None) == 2
+    assert full.rows_of(m) is full.rows_of(m)  # memoised per mask object
+    # an audio head keeping original ids 1, 3, 4, 6: rows are local, answers are original ids
+    kept = np.array([1, 3, 4, 6])
+    local = np.full(8, -1)
+    local[kept] = np.arange(4)
+    head = MaskedChooser(kept, local)
+    row = np.array([2.0, 7.0, 9.0, 7.0], dtype=np.float32)  # logits of ids 1, 3, 4, 6
+    assert head.pick(row, m) == 3  # 4 is not allowed; 3 and 6 tie: the lower id
+    wide = np.full(8, -np.inf, dtype=np.float32)
+    wide[kept] = row
+    assert head.pick(row, m) == masked_argmax(wide, m)
+    bad = m.copy()
+    bad[0] = True  # id 0 was dropped by the head
+    with pytest.raises(HeadVocabularyError):
+        head.pick(row, bad)
+    with pytest.raises(ValueError):
+        MaskedChooser(kept, None)

@@ -5,7 +5,10 @@
   tokens (identical spans, first divergence, the plain step's masked top-2 margin there).
 * ``labels``: batched vs sequential label scoring of a classify prompt (all default labels).
 * ``start``: cold start (model load + demonstration prefix evaluated) vs cached-prefix start.
-* ``denoise_rtf``: `runtime.tasks.denoise.denoise_pcm` (codec + LLM) seconds per audio second.
+* ``denoise_rtf``: `runtime.tasks.denoise.denoise_pcm` (codec + LLM) seconds per audio second,
+  one chunk after another (``none``: plain, ``auto``: draft) and ``parallel`` chunks side by side.
+* ``decode_auto_parallel``: the draft spans decoded ``parallel`` at a time (`FrozenLM.generate_many`),
+  agreement with plain decoding as above; its time includes the queries' prefill.
 ``draft`` and ``denoise_rtf`` run once with the full GGUF and once with its audio-head GGUF
 (`runtime.lm_head`; rows tagged ``head``), whose masked decoding gives the same tokens.
 Every decode starts from the same KV state (the cached demonstration prefix), so the plain and
@@ -55,11 +58,12 @@ def _plain_trace(lm, prompt, n, allowed) -> tuple[list[int], list[np.ndarray]]:
     return out, steps
 
 
-def bench_draft(engine, opts, spans, max_draft: int) -> list[dict]:
+def bench_draft(engine, opts, spans, max_draft: int, parallel: int) -> list[dict]:
     lm = engine.lm
-    secs = {k: 0.0 for k in DRAFTS}
-    outs: dict[str, list[list[int]]] = {k: [] for k in DRAFTS}
-    counts = {k: [0, 0, 0] for k in DRAFTS}
+    kinds = (*DRAFTS, "auto_parallel")
+    secs = {k: 0.0 for k in kinds}
+    outs: dict[str, list[list[int]]] = {k: [] for k in kinds}
+    counts = {k: [0, 0, 0] for k in kinds}
     traces = []
     for prompt, query in spans:
         engine.use_prefix(prompt)
@@ -78,7 +82,28 @@ def bench_draft(engine, opts, spans, max_draft: int) -> list[dict]:
             for i, (a, b) in enumerate(zip((lm.stats.draft_proposed, lm.stats.draft_accepted,
                                             lm.stats.verify_calls), s0)):
                 counts[kind][i] += a - b
-    return [_draft_row(kind, secs, outs, counts, traces, max_draft) for kind in DRAFTS]
+    _bench_parallel(engine, opts, spans, max_draft, parallel, secs, outs, counts)
+    rows = [_draft_row(kind, secs, outs, counts, traces, max_draft) for kind in kinds]
+    rows[-1].update(parallel=parallel, includes_query_prefill=True)
+    return rows
+
+
+def _bench_parallel(engine, opts, spans, max_draft, parallel, secs, outs, counts) -> None:
+    """The spans with "auto" drafts, ``parallel`` at a time side by side (prefill included)."""
+    lm, kind = engine.lm, "auto_parallel"
+    for a in range(0, len(spans), parallel):
+        group = spans[a:a + parallel]
+        engine.use_prefix(group[0][0])
+        g = group[0][1].n_groups
+        allowed, n = engine.span_allowed(g, opts.layout, opts.layers), engine.span_length(g, opts)
+        drafters = [span_drafter("auto", audio_span(q, opts.layout, opts.layers)) for _, q in group]
+        s0 = (lm.stats.draft_proposed, lm.stats.draft_accepted, lm.stats.verify_calls)
+        t0 = time.perf_counter()
+        outs[kind] += lm.generate_many([p.ids for p, _ in group], n, allowed=allowed, drafters=drafters,
+                                       max_draft=max_draft)
+        secs[kind] += time.perf_counter() - t0
+        for i, (x, y) in enumerate(zip((lm.stats.draft_proposed, lm.stats.draft_accepted, lm.stats.verify_calls), s0)):
+            counts[kind][i] += x - y
 
 
 def _draft_row(kind, secs, outs, counts, traces, max_draft) -> dict:
@@ -161,16 +186,17 @@ def bench_start(model: Path, n_ctx: int, threads: int | None, prefix: list[int])
     return rows
 
 
-def bench_denoise_rtf(engine, demos, opts, pcms, max_draft: int) -> list[dict]:
-    """Whole-file denoising (codec + LLM, demonstrations already cached): seconds per audio second."""
+def bench_denoise_rtf(engine, demos, opts, pcms, max_draft: int, parallel: int) -> list[dict]:
+    """Whole-file denoising (codec + LLM, demonstrations already cached): seconds per audio second,
+    one chunk after another (plain, draft) and ``parallel`` chunks side by side (draft)."""
     from dataclasses import replace
 
     from runtime.tasks.denoise import denoise_pcm
 
     audio_s = sum(len(p) for p in pcms) / engine.sample_rate
     rows = []
-    for kind in ("none", "auto"):
-        o = replace(opts, draft=kind, max_draft=max_draft)
+    for kind, par in (("none", 1), ("auto", 1), ("auto", parallel)):
+        o = replace(opts, draft=kind, max_draft=max_draft, parallel=par)
         lm = engine.lm
         n0, a0 = lm.stats.draft_proposed, lm.stats.draft_accepted
         t0 = time.perf_counter()
@@ -178,14 +204,15 @@ def bench_denoise_rtf(engine, demos, opts, pcms, max_draft: int) -> list[dict]:
             denoise_pcm(engine, demos, pcm, o)
         dt = time.perf_counter() - t0
         prop, acc = lm.stats.draft_proposed - n0, lm.stats.draft_accepted - a0
-        rows.append({"bench": f"denoise_rtf_{kind}", "audio_s": round(audio_s, 2), "seconds": round(dt, 2),
+        rows.append({"bench": f"denoise_rtf_{kind}" + (f"_parallel{par}" if par > 1 else ""), "parallel": par,
+                     "audio_s": round(audio_s, 2), "seconds": round(dt, 2),
                      "rtf": round(dt / audio_s, 3), "acceptance_rate": round(acc / prop, 3) if prop else None})
     return rows
 
 
 def run_tasks(model: Path, codec: Path | None, files: Sequence[Path], threads: int | None, n_ctx: int,
               n_gpu_layers: int, max_chunks: int, max_draft: int, reps: int,
-              heads: Sequence[str] = ("full", "audio")) -> list[dict]:
+              heads: Sequence[str] = ("full", "audio"), parallel: int = 4) -> list[dict]:
     """Every task-level row; draft and denoise-RTF rows once per output head ("full": the GGUF,
     "audio": its audio-head GGUF, `runtime.lm_head`, when one exists), tagged ``head``."""
     from runtime.defaults import resolve
@@ -204,7 +231,8 @@ def run_tasks(model: Path, codec: Path | None, files: Sequence[Path], threads: i
             print("the audio head could not be used (see the warning): skipping its rows")
             continue
         demos, opts, spans, pcms = denoise_setup(engine, files, max_chunks)
-        part = bench_draft(engine, opts, spans, max_draft) + bench_denoise_rtf(engine, demos, opts, pcms, max_draft)
+        part = (bench_draft(engine, opts, spans, max_draft, parallel)
+                + bench_denoise_rtf(engine, demos, opts, pcms, max_draft, parallel))
         rows += [{**r, "head": head, "head_rows": engine.lm.head_rows} for r in part]
         if head == "full":
             rows += bench_labels(engine, reps)

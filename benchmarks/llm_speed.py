@@ -134,6 +134,8 @@ def main(argv: Sequence[str] | None = None) -> int:
                     help="--tasks: noisy recordings (default: examples/noisy_*.wav)")
     ap.add_argument("--max-chunks", type=int, default=8, help="--tasks: denoise chunks (spans) decoded per drafter")
     ap.add_argument("--max-draft", type=int, default=8, help="--tasks: draft tokens per verification batch")
+    ap.add_argument("--parallel", type=int, default=4,
+                    help="--tasks: denoise chunks decoded side by side in the parallel rows (runtime.lm_parallel)")
     a = ap.parse_args(argv)
     if a.tasks:
         return _main_tasks(a)
@@ -184,7 +186,8 @@ def _main_tasks(a: argparse.Namespace) -> int:
         lm = FrozenLM(a.model, n_ctx=a.n_ctx, n_threads=a.threads, n_gpu_layers=a.n_gpu_layers)
         rows += run(lm, a.prefix_tokens, a.query_tokens, a.gen_tokens, a.reps, a.warmup)
         del lm
-    rows += run_tasks(a.model, a.codec, files, a.threads, a.n_ctx, a.n_gpu_layers, a.max_chunks, a.max_draft, a.reps)
+    rows += run_tasks(a.model, a.codec, files, a.threads, a.n_ctx, a.n_gpu_layers, a.max_chunks, a.max_draft, a.reps,
+                      parallel=a.parallel)
     rows = [{**r, **env} for r in rows]
     _emit(rows, a.json_out)
     print(task_markdown(rows, env))
@@ -194,7 +197,7 @@ def _main_tasks(a: argparse.Namespace) -> int:
 def task_markdown(rows: Sequence[dict], env: dict) -> str:
     keys = ("head_rows", "tokens", "tokens_per_s", "p50_ms", "speedup_vs_plain", "acceptance_rate", "verify_passes",
             "spans_identical_to_plain", "token_agreement_with_plain", "rtf", "speedup_vs_sequential",
-            "max_abs_diff_nat", "load_ms", "prefix_ms", "total_ms", "prefix_speedup")
+            "max_abs_diff_nat", "load_ms", "prefix_ms", "total_ms", "prefix_speedup", "parallel")
     lines = [f"LLM task speed: `{env['model']}` on {env['device']}, {env['threads']} threads, "
              f"llama_cpp {env['llama_cpp']}, git {env['git']}", "", "| bench | figures |", "|---|---|"]
     for r in rows:

@@ -284,6 +284,17 @@ class FrozenLM:
         pick, raw = self._chooser.pick, self._raw_row
         return self._evaluate(ids, start, lambda i, r: pick(raw(i), masks[r]))
 
+    def hold(self, ids: Sequence[int]) -> None:
+        """Make the cache (sequence 0) hold exactly ``ids``: entries past their common prefix with the
+        cache are dropped, missing ones evaluated (parallel spans copy these cells, `runtime.lm_parallel`)."""
+        ids = [int(i) for i in ids]
+        self._check_ids(ids)
+        self._check_fits(len(ids))
+        n = _common_prefix(self._cached, ids)
+        self._trim(n)
+        if n < len(ids):
+            self._evaluate(ids, len(ids) - 1, lambda i, r: None)
+
     def _evaluate(self, ids: Sequence[int], start: int, take: Callable[[int, int], Any]) -> list:
         """Evaluate ``ids`` from the cache on; ``take(batch_index, row)`` reads each wanted row."""
         ids = [int(i) for i in ids]
@@ -449,6 +460,43 @@ class FrozenLM:
                 break
             seq.append(tok)
             logits = self._eval_to(seq)
+        return out
+
+    def generate_many(self, prompts: Sequence[Sequence[int]], n_tokens: int, allowed: Allowed = None,
+                      drafters: Sequence[Any] | None = None, max_draft: int = 8) -> list[list[int]]:
+        """Masked greedy spans of ``n_tokens`` ids after each prompt, decoded side by side.
+
+        Each prompt runs in its own KV sequence sharing the prompts' common prefix (cached once),
+        and every round evaluates all spans' pending tokens and drafts in one ``llama_decode``
+        (`runtime.lm_parallel`): per span the same greedy rule as `generate` with ``drafters[i]``
+        (None: plain greedy). allowed: as in `generate`, the same step schedule for every span.
+        Spans are grouped so the prefix plus each group's cells fit n_ctx and n_seq_max - 1
+        sequences. Returns one list of n_tokens ids per prompt."""
+        from runtime.lm_parallel import generate_many, shared_prefix
+
+        prompts = [[int(t) for t in p] for p in prompts]
+        drafters = list(drafters) if drafters is not None else [None] * len(prompts)
+        if len(drafters) != len(prompts):
+            raise ValueError(f"need one drafter per prompt: {len(prompts)}, got {len(drafters)}")
+        if n_tokens < 0:
+            raise ValueError(f"n_tokens must be >= 0, got {n_tokens}")
+        for p in prompts:
+            if not p:
+                raise ValueError("cannot decode after an empty prompt")
+            self._check_ids(p)
+            self._check_fits(len(p) + n_tokens, f"prompt ({len(p)}) + {n_tokens} generated")
+        if n_tokens == 0 or not prompts:
+            return [[] for _ in prompts]
+        if len(prompts) == 1 or self.n_seq_max < 2:
+            return [self.generate(p, n_tokens, allowed=allowed, drafter=d, max_draft=max_draft)
+                    for p, d in zip(prompts, drafters)]
+        mask_at = self._mask_fn(allowed)
+        P = shared_prefix(prompts)
+        own = max(len(p) for p in prompts) - P + n_tokens + max_draft + 1
+        g = max(1, min(self.n_seq_max - 1, (self.n_ctx - P) // own))
+        out: list[list[int]] = []
+        for a in range(0, len(prompts), g):
+            out += generate_many(self, prompts[a:a + g], n_tokens, mask_at, drafters[a:a + g], max_draft)
         return out
 
     def _mask_fn(self, allowed: Allowed):

@@ -187,3 +187,34 @@ def test_masked_chooser_units():
         head.pick(row, bad)
     with pytest.raises(ValueError):
         MaskedChooser(kept, None)
+
+
+@pytest.mark.parametrize("kv_type", ["f32", "f16"])
+def test_spans_decoded_side_by_side_equal_one_at_a_time(tiny_gguf, make_lm, kv_type):
+    """`FrozenLM.generate_many` (one KV sequence per span, one decode per round) == `generate` per
+    prompt, with every kind of drafter mixed in one call, under layer masks."""
+    lm = make_lm(tiny_gguf, kv_type=kv_type)
+    masks = _layer_schedule_masks(3, np.random.default_rng(2))
+    rng = np.random.default_rng(4)
+    prompts = [PROMPT + rng.integers(3, V, int(rng.integers(1, 30))).tolist() for _ in range(5)]
+    ref = [lm.generate(p, len(masks), allowed=masks) for p in prompts]
+    drafters = [None, _Junk(1), NgramDrafter(), AlignedDrafter(ref[3]), _Corrupted(ref[4], 3)]
+    lm.eval_prefix(PROMPT)
+    assert lm.generate_many(prompts, len(masks), allowed=masks, drafters=drafters, max_draft=6) == ref
+    assert lm.cached_ids == PROMPT  # the shared prefix stays cached in sequence 0; the spans' cells are gone
+    np.testing.assert_allclose(lm.logits(prompts[0]), make_lm(tiny_gguf, kv_type=kv_type).logits(prompts[0]),
+                               atol=1e-3 if kv_type == "f16" else 1e-4, rtol=0)
+    # no shared prefix at all, and groups forced small by the context: still the same spans
+    small = make_lm(tiny_gguf, kv_type=kv_type, n_ctx=256)
+    others = [rng.integers(3, V, 40).tolist() for _ in range(4)]
+    want = [small.generate(p, 21, allowed=masks[:21]) for p in others]
+    assert small.generate_many(others, 21, allowed=masks[:21], drafters=[NgramDrafter() for _ in others]) == want
+
+
+def test_generate_many_refuses_bad_arguments(tiny_gguf, make_lm):
+    lm = make_lm(tiny_gguf)
+    with pytest.raises(ValueError, match="one drafter per prompt"):
+        lm.generate_many([PROMPT, PROMPT], 4, drafters=[None])
+    with pytest.raises(ValueError, match="empty prompt"):
+        lm.generate_many([PROMPT, []], 4)
+    assert lm.generate_many([PROMPT, PROMPT[:50]], 0) == [[], []]

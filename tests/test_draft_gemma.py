@@ -42,7 +42,7 @@ def denoise_prompts(engine):
     from runtime.audio import read_audio
 
     pcm = read_audio(NOISY, engine.sample_rate)
-    return [(p, q, opts) for p, q in list(chunk_prompts(engine, demos, pcm, opts))[:2]]
+    return [(p, q, opts) for p, q in list(chunk_prompts(engine, demos, pcm, opts))[:3]]
 
 
 NEAR_TIE = 2.0  # logits: twice the largest batch-vs-single difference measured on these prompts
@@ -91,6 +91,33 @@ def test_draft_vs_plain_greedy_on_real_denoise_spans(engine, denoise_prompts):
             if j is not None:  # the draft run chose the plain step's runner-up at a near-tie
                 margin = steps[j][plain[j]] - steps[j][got[j]]
                 assert 0.0 <= margin < NEAR_TIE, (j, margin)
+
+
+def test_spans_side_by_side_vs_plain_greedy_on_real_denoise_spans(engine, denoise_prompts):
+    """`FrozenLM.generate_many` (the chunks in parallel KV sequences, one decode per round): each
+    span equals plain greedy decoding of its prompt up to a near-tie of the plain path's logits."""
+    from runtime.draft import span_drafter
+    from runtime.prompt import audio_span
+
+    lm = engine.lm
+    prompt0, query0, opts = denoise_prompts[0]
+    g = query0.n_groups
+    allowed = engine.span_allowed(g, opts.layout, opts.layers)
+    n = engine.span_length(g, opts)
+    engine.use_prefix(prompt0)
+    plains = [_plain_with_logits(lm, p, n, allowed) for p, _, _ in denoise_prompts]
+    for kind in ("none", "auto"):
+        drafters = [span_drafter(kind, audio_span(q, opts.layout, opts.layers)) for _, q, _ in denoise_prompts]
+        got = lm.generate_many([p.ids for p, _, _ in denoise_prompts], n, allowed=allowed, drafters=drafters)
+        # only the prompts' shared prefix (demonstrations + the query template's start) stays cached
+        assert len(lm.cached_ids) >= prompt0.prefix_len and lm.cached_ids == prompt0.ids[:len(lm.cached_ids)]
+        for (plain, steps), span in zip(plains, got):
+            assert len(span) == n and all(allowed(i)[t] for i, t in enumerate(span))
+            j = _first_divergence(span, plain)
+            print(kind, "first divergence", j, "margin", None if j is None else steps[j][plain[j]] - steps[j][span[j]])
+            if j is not None:
+                margin = steps[j][plain[j]] - steps[j][span[j]]
+                assert 0.0 <= margin < NEAR_TIE, (kind, j, margin)
 
 
 def test_batched_label_scoring_equals_sequential_on_gemma(engine, denoise_prompts):

@@ -143,6 +143,21 @@ def test_denoise_chunks_keep_length_and_reuse_the_demo_prefix(engine, demo_root)
     np.testing.assert_array_equal(again.pcm, r.pcm)  # fresh codec streams per call, greedy decoding
 
 
+def test_denoise_chunks_side_by_side_equal_one_after_another(engine, demo_root):
+    """opts.parallel decodes a file's chunks in parallel KV sequences (runtime.lm_parallel): on the
+    tiny f32 LLM the audio equals chunk-after-chunk decoding, draft or plain, groups even or not."""
+    from runtime.audio import read_audio
+    from runtime.tasks.denoise import denoise
+
+    demos = _set(demo_root, "denoise-voicebank")
+    pcm = read_audio(NOISY, 16000)  # 3 chunks
+    for draft in ("auto", "none"):
+        one = denoise(engine, demos, pcm, _opts(draft=draft, parallel=1))
+        assert one.chunks == 3
+        for par in (2, 4):
+            np.testing.assert_array_equal(denoise(engine, demos, pcm, _opts(draft=draft, parallel=par)).pcm, one.pcm)
+
+
 def test_generation_tasks_refuse_semantic_layers(engine, demo_root):
     from runtime.tasks import TaskError
     from runtime.tasks.tts import tts

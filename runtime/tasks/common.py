@@ -45,6 +45,9 @@ class TaskOptions:
         Default "auto": on the default pair it decodes 1.3-1.9x the tokens/s of "none" on a 2-core
         CPU (benchmarks/results/llm_speed_tasks_t{1,2}.md, README "Draft decoding").
     max_draft: draft tokens verified per batch.
+    parallel: spans decoded side by side where a task has several independent ones (denoise
+        chunks of a file): one KV sequence each, one llama_decode per round for all of them
+        (`runtime.lm_parallel`; greedy only). 1 = one span after another.
     """
 
     shots: int | None = None
@@ -58,6 +61,7 @@ class TaskOptions:
     crop: Crop = "start"
     draft: str = "auto"
     max_draft: int = 8
+    parallel: int = 4
 
     @property
     def seconds(self) -> float:
@@ -95,6 +99,8 @@ class TaskOptions:
             raise TaskError(f"draft must be one of {DRAFTS}, got {self.draft!r}")
         if self.max_draft < 1:
             raise TaskError(f"max draft must be >= 1, got {self.max_draft}")
+        if self.parallel < 1:
+            raise TaskError(f"parallel spans must be >= 1, got {self.parallel}")
         if self.crop not in ("start", "loudest"):
             raise TaskError(f"crop must be 'start' or 'loudest', got {self.crop!r}")
         if task != "classify" and self.layers == "semantic":
@@ -225,16 +231,34 @@ class FewShotEngine:
 
         Greedy spans are decoded draft-and-verify (``opts.draft``); ``query``: the input clip's
         tokens (denoise), whose span in the same layout feeds the "aligned"/"auto" drafters."""
+        n = self.span_length(n_groups, opts)
+        ids = self.lm.generate(prompt_ids, n, allowed=self.span_allowed(n_groups, opts.layout, opts.layer_mode),
+                               temperature=opts.temperature, seed=opts.seed if seed is None else seed,
+                               drafter=self._drafter(n, opts, query), max_draft=opts.max_draft)
+        return self._split(ids, n, n_groups, opts)
+
+    def generate_spans(self, prompts: Sequence[Sequence[int]], n_groups: int, opts: TaskOptions,
+                       queries: Sequence[AudioTokens | None], seeds: Sequence[int]) -> list[AudioTokens]:
+        """`generate_span` for several prompts at once: greedy spans are decoded side by side
+        (`FrozenLM.generate_many`, the same greedy rule per span); sampled ones one after another,
+        prompt i with seed ``seeds[i]``."""
+        if opts.temperature > 0.0 or len(prompts) == 1:
+            return [self.generate_span(p, n_groups, opts, seed=s, query=q) for p, q, s in zip(prompts, queries, seeds)]
+        n = self.span_length(n_groups, opts)
+        drafters = [self._drafter(n, opts, q) for q in queries]
+        spans = self.lm.generate_many(prompts, n, allowed=self.span_allowed(n_groups, opts.layout, opts.layer_mode),
+                                      drafters=drafters, max_draft=opts.max_draft)
+        return [self._split(ids, n, n_groups, opts) for ids in spans]
+
+    def _drafter(self, n: int, opts: TaskOptions, query: AudioTokens | None):
         from runtime.draft import span_drafter
 
-        n = self.span_length(n_groups, opts)
         qspan = audio_span(query, opts.layout, opts.layer_mode, self.per_group) if query is not None else None
         if opts.draft == "aligned" and (qspan is None or len(qspan) != n):
             raise TaskError("draft 'aligned' needs a query clip of the span's length (the denoise task)")
-        drafter = span_drafter(opts.draft, qspan if qspan is not None and len(qspan) == n else None)
-        ids = self.lm.generate(prompt_ids, n, allowed=self.span_allowed(n_groups, opts.layout, opts.layer_mode),
-                               temperature=opts.temperature, seed=opts.seed if seed is None else seed,
-                               drafter=drafter, max_draft=opts.max_draft)
+        return span_drafter(opts.draft, qspan if qspan is not None and len(qspan) == n else None)
+
+    def _split(self, ids: list[int], n: int, n_groups: int, opts: TaskOptions) -> AudioTokens:
         if len(ids) != n:  # generate() stops early only on stop_ids, which we never pass
             raise TaskError(f"the LLM returned {len(ids)} tokens, expected {n}")
         return split_audio_span(ids, opts.layout, opts.layer_mode, n_groups, self.per_group)

@@ -6,8 +6,9 @@ is split into chunks of that length (the last one zero-padded); each chunk is en
 continuous codec stream, its tokens go into the prompt after the demonstration prefix (whose KV
 cache the LLM keeps between chunks, and reads from its on-disk prefix cache when it has one), the
 LLM generates the clean chunk's tokens under the per-layer masks (draft-and-verify, drafts from
-prompt lookup and the noisy chunk's own tokens), and a continuous decoder stream turns them into audio. The output is trimmed
-to the input's length.
+prompt lookup and the noisy chunk's own tokens; ``opts.parallel`` chunks side by side, each in its
+own KV sequence, `runtime.lm_parallel`), and a continuous decoder stream turns them into audio.
+The output is trimmed to the input's length.
 """
 from __future__ import annotations
 
@@ -67,6 +68,18 @@ def chunk_prompts(engine: FewShotEngine, demos: Sequence[Demo], pcm: np.ndarray,
         yield engine.prompt(demos, query, opts, INSTRUCTION, reserve=engine.span_length(g, opts)), query
 
 
+def _batches(items: Iterator, size: int) -> Iterator[list]:
+    """``items`` in lists of up to ``size`` (the last one shorter)."""
+    batch: list = []
+    for x in items:
+        batch.append(x)
+        if len(batch) == size:
+            yield batch
+            batch = []
+    if batch:
+        yield batch
+
+
 def denoise_pcm(engine: FewShotEngine, demos: Sequence[Demo], pcm: np.ndarray, opts: TaskOptions) -> DenoiseResult:
     """Denoise mono ``pcm`` (n,) with token demonstrations; ``opts`` complete."""
     pcm = np.asarray(pcm, dtype=np.float32).reshape(-1)
@@ -81,11 +94,12 @@ def denoise_pcm(engine: FewShotEngine, demos: Sequence[Demo], pcm: np.ndarray, o
         raise TaskError(f"denoise demonstrations must all be {g} groups long (got {bad[0]})")
     dec = engine.codec.new_stream()
     out, prompt_len = [], 0
-    for i, (prompt, query) in enumerate(chunk_prompts(engine, demos, pcm, opts)):
-        engine.use_prefix(prompt)
-        tokens = engine.generate_span(prompt.ids, g, opts, seed=opts.seed + i, query=query)
-        out.append(dec.decode(engine.tokens_to_codes(tokens)))
-        prompt_len = len(prompt.ids)
+    for batch in _batches(chunk_prompts(engine, demos, pcm, opts), opts.parallel):
+        engine.use_prefix(batch[0][0])
+        seeds = [opts.seed + len(out) + i for i in range(len(batch))]  # chunk i's seed, as one at a time
+        for tokens in engine.generate_spans([p.ids for p, _ in batch], g, opts, [q for _, q in batch], seeds):
+            out.append(dec.decode(engine.tokens_to_codes(tokens)))
+        prompt_len = len(batch[-1][0].ids)
     return DenoiseResult(np.concatenate(out)[:len(pcm)], len(out), g * engine.group_samples, prompt_len)
 
 

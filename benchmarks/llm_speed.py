@@ -36,8 +36,10 @@ def _env() -> dict:
                              text=True, timeout=5).stdout.strip()
     except (OSError, subprocess.SubprocessError):
         sha = "unknown"
+    info = llama_cpp.llama_print_system_info().decode(errors="replace")
+    units = "AVX-512" if "AVX512 = 1" in info else "AVX2" if "AVX2 = 1" in info else "baseline"
     return {"device": f"cpu ({platform.processor() or platform.machine()}, {os.cpu_count()} cores)",
-            "llama_cpp": llama_cpp.__version__, "numpy": np.__version__, "git": sha or "unknown"}
+            "llama_cpp": f"{llama_cpp.__version__} ({units} build)", "numpy": np.__version__, "git": sha or "unknown"}
 
 
 def _time(fn: Callable[[], object], reps: int, warmup: int) -> np.ndarray:

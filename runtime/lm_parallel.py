@@ -73,6 +73,7 @@ def generate_many(lm: FrozenLM, prompts: Sequence[Sequence[int]], n_tokens: int,
              for s, (p, d) in enumerate(zip(prompts, drafters), start=1)]
     for sp in spans:
         lc.llama_memory_seq_cp(mem, 0, sp.seq, 0, P)
+    lm.stats.reused_tokens += P * len(spans)
     try:
         for sp in spans:  # each query alone: its prefill batch is the one-at-a-time path's
             sp.tok = _round(lm, [(sp, P, sp.prompt[P:], [mask_at(0)])])[0][0]

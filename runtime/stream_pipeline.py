@@ -6,7 +6,10 @@ timing every stage and the end-to-end latency of each chunk's first sample. ``ru
 from a real-time source (microphone or paced file) and applies the lag policy: when more than
 ``max_lag`` seconds of captured audio are waiting, the oldest whole chunks are dropped, the sink
 gets the same length of silence (files stay time-aligned with the input), and ``dropped_chunks``
-counts them; the stream never drifts behind the input by more than ``max_lag``.
+counts them; the stream never drifts behind the input by more than ``max_lag``. A processor with
+``parallel`` > 1 and ``process_many`` (denoise) gets up to that many whole chunks at once when
+more than one is waiting: a stream that fell behind catches up with spans decoded side by side
+(`runtime.lm_parallel`), and ``run_fast`` reads files in blocks of that many chunks.
 """
 from __future__ import annotations
 
@@ -83,8 +86,19 @@ class Pipeline:
                 self.recorder.write(x)
         n = self.processor.chunk
         while len(self._buf) >= n:
+            k = min(self.batch, len(self._buf) // n)
+            if k > 1:
+                chunks = [self._buf[i * n:(i + 1) * n] for i in range(k)]
+                self._buf = self._buf[k * n:]
+                self._run_many(chunks)
+                continue
             chunk, self._buf = self._buf[:n], self._buf[n:]
             self._run(chunk, flush=False)
+
+    @property
+    def batch(self) -> int:
+        """Whole chunks the processor takes at once (1 unless it has ``process_many``)."""
+        return int(getattr(self.processor, "parallel", 1)) if hasattr(self.processor, "process_many") else 1
 
     def finish(self) -> None:
         """End of input: flush the resampler, then the processor's partial last chunk."""
@@ -106,6 +120,32 @@ class Pipeline:
         end, t = self._arrivals[0]
         return t - (end - 1 - i) / self.rate if self.realtime else t
 
+    def _run_many(self, chunks: list[np.ndarray]) -> None:
+        """Several whole chunks through ``process_many``; each chunk's latency from its own arrival."""
+        arrivals = []
+        for c in chunks:
+            arrivals.append(self._arrival(self.done))
+            self.done += len(c)
+        t0 = time.perf_counter()
+        if self.realtime:
+            for a in arrivals:
+                self.stats.add("capture", max(0.0, t0 - a))
+        outs = self.processor.process_many(chunks, self.stats)  # type: ignore[attr-defined]
+        per_chunk = (time.perf_counter() - t0) * 1000.0 / len(chunks)
+        self.stats.chunk_ms.extend([per_chunk] * len(chunks))
+        for out, arrival in zip(outs, arrivals):
+            self._emit(out, arrival)
+
+    def _emit(self, out: np.ndarray | None, arrival: float) -> None:
+        if out is not None and len(out) and self.sink is not None:
+            t_write = time.perf_counter()
+            t_leave = self.sink.write(out)
+            self.stats.add("playback", t_leave - t_write)
+            self.stats.audio_out_samples += len(out)
+            self.stats.end_to_end.append((t_leave - arrival) * 1000.0)
+        if self.status is not None:
+            self.status.update()
+
     def _run(self, chunk: np.ndarray, flush: bool) -> None:
         arrival = self._arrival(self.done)
         t0 = time.perf_counter()
@@ -115,14 +155,7 @@ class Pipeline:
         if len(chunk):
             self.stats.chunk_ms.append((time.perf_counter() - t0) * 1000.0)
         self.done += len(chunk)
-        if out is not None and len(out) and self.sink is not None:
-            t_write = time.perf_counter()
-            t_leave = self.sink.write(out)
-            self.stats.add("playback", t_leave - t_write)
-            self.stats.audio_out_samples += len(out)
-            self.stats.end_to_end.append((t_leave - arrival) * 1000.0)
-        if self.status is not None:
-            self.status.update()
+        self._emit(out, arrival)
 
 
 def limit_lag(pcm: np.ndarray, chunk_native: int, max_lag: int) -> tuple[np.ndarray, int]:
@@ -178,8 +211,10 @@ def _feed_live(pipeline: Pipeline, pcm: np.ndarray, t_end: float, chunk_native: 
 
 
 def run_fast(reader, pipeline: Pipeline, stop: threading.Event, block_s: float = 0.5) -> str:
-    """Feed a ``FileReader`` as fast as the processor goes; returns "eof" or "stopped"."""
-    block = max(1, int(block_s * reader.rate))
+    """Feed a ``FileReader`` as fast as the processor goes, in blocks of at least ``block_s`` and of
+    the processor's whole batch of chunks; returns "eof" or "stopped"."""
+    chunks = pipeline.batch * pipeline.processor.chunk * reader.rate / pipeline.rate
+    block = max(1, int(block_s * reader.rate), int(np.ceil(chunks)) + 1)
     reason = "eof"
     try:
         while True:

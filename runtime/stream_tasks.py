@@ -76,6 +76,34 @@ class DenoiseProcessor:
         self.enc, self.dec = engine.codec.new_stream(), engine.codec.new_stream()
         self.index = 0
         self.tokens: list[AudioTokens] = []  # generated per chunk, for callers that check them
+        self.parallel = opts.parallel  # chunks decoded side by side when several are waiting
+
+    def process_many(self, chunks: Sequence[np.ndarray], stats: StreamStats) -> list[np.ndarray]:
+        """Whole chunks that were waiting together: encoded in order, their spans decoded side by
+        side (`FewShotEngine.generate_spans`; "llm_generate" then includes the queries' prefill)."""
+        from runtime.tasks.denoise import INSTRUCTION
+
+        e, opts = self.engine, self.opts
+        queries = [e.codes_to_tokens(join_groups(timed_encode(self.enc, c, stats), 3)) for c in chunks]
+        prompts = [e.prompt(self.demos, q, opts, INSTRUCTION, reserve=e.span_length(self.groups, opts)) for q in queries]
+        e.use_prefix(prompts[0])
+        proposed, accepted = e.lm.stats.draft_proposed, e.lm.stats.draft_accepted
+        seeds = [opts.seed + self.index + i for i in range(len(chunks))]
+        t0 = time.perf_counter()
+        spans = e.generate_spans([p.ids for p in prompts], self.groups, opts, queries, seeds)
+        dt = time.perf_counter() - t0
+        stats.add("llm_generate", dt)
+        stats.llm_tokens += e.span_length(self.groups, opts) * len(chunks)
+        stats.llm_generate_s += dt
+        stats.draft_proposed += e.lm.stats.draft_proposed - proposed
+        stats.draft_accepted += e.lm.stats.draft_accepted - accepted
+        self.index += len(chunks)
+        self.tokens += spans
+        outs = []
+        for t in spans:
+            with stats.time("decode"):
+                outs.append(self.dec.decode(e.tokens_to_codes(t)))
+        return outs
 
     def process(self, pcm: np.ndarray, stats: StreamStats) -> np.ndarray:
         from runtime.tasks.denoise import INSTRUCTION

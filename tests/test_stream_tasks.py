@@ -82,7 +82,7 @@ def test_denoise_cli_fast_writes_the_whole_file_and_llm_stages(task_llm, matched
 
     out, stats = tmp_path / "clean.wav", tmp_path / "stats.json"
     rc = main(_cli("denoise", task_llm, matched_bundle, demo_root, "denoise-voicebank", "--input", str(NOISY),
-                   "--output", str(out), "--fast", "--stats-json", str(stats)))
+                   "--output", str(out), "--fast", "--stats-json", str(stats), "--parallel", "1"))
     assert rc == 0, capsys.readouterr().err
     assert sf.info(str(out)).frames == sf.info(str(NOISY)).frames
     d = json.loads(stats.read_text())
@@ -91,6 +91,17 @@ def test_denoise_cli_fast_writes_the_whole_file_and_llm_stages(task_llm, matched
         assert d["stages"][stage]["n"] == chunks, stage
     assert d["llm"]["generated_tokens"] == 56 * chunks and d["llm"]["tokens_per_s"] > 0
     assert "llm_generate" in capsys.readouterr().err
+    # the default: --fast reads whole batches, whole chunks are decoded side by side (one
+    # llm_generate for them, the prefill inside it), the same audio on the tiny f32 LLM
+    side = tmp_path / "side.wav"
+    rc = main(_cli("denoise", task_llm, matched_bundle, demo_root, "denoise-voicebank", "--input", str(NOISY),
+                   "--output", str(side), "--fast", "--stats-json", str(stats), "--force"))
+    assert rc == 0, capsys.readouterr().err
+    d = json.loads(stats.read_text())
+    whole = sf.info(str(NOISY)).frames // 15360
+    assert whole >= 2 and d["stages"]["llm_generate"]["n"] == chunks - whole + 1
+    assert d["stages"]["decode"]["n"] == chunks and d["llm"]["generated_tokens"] == 56 * chunks
+    np.testing.assert_array_equal(sf.read(str(side))[0], sf.read(str(out))[0])
 
 
 @pytest.mark.parametrize("as_json", [True, False], ids=["json-fast", "text-paced"])

@@ -93,7 +93,8 @@ def denoise_pcm(engine: FewShotEngine, demos: Sequence[Demo], pcm: np.ndarray, o
     if bad:
         raise TaskError(f"denoise demonstrations must all be {g} groups long (got {bad[0]})")
     dec = engine.codec.new_stream()
-    out, prompt_len = [], 0
+    out: list[np.ndarray] = []
+    prompt_len = 0
     for batch in _batches(chunk_prompts(engine, demos, pcm, opts), opts.parallel):
         engine.use_prefix(batch[0][0])
         seeds = [opts.seed + len(out) + i for i in range(len(batch))]  # chunk i's seed, as one at a time

@@ -72,8 +72,8 @@ def environment(gpu_name: str | None = None, packages: Sequence[str] = ()) -> di
         "versions": {p: v for p in pkgs if (v := _version(p)) is not None},
         "time_utc": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
         # other jobs on a shared box skew CPU timings: record how busy it was
-        "thread_env": {k: os.environ[k] for k in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS")
-                       if k in os.environ},
+        "thread_env": {k: os.environ[k] for k in ("OMP_NUM_THREADS", "OMP_WAIT_POLICY", "OPENBLAS_NUM_THREADS",
+                                                  "MKL_NUM_THREADS") if k in os.environ},
         "loadavg_1m": round(os.getloadavg()[0], 2) if hasattr(os, "getloadavg") else None,
     }
 

@@ -18,17 +18,12 @@ from __future__ import annotations
 
 import argparse
 import math
-import os
 import sys
 import time
 from pathlib import Path
 from typing import Sequence
 
-# Must precede numpy and llama.cpp: BLAS threads on top of llama.cpp's oversubscribe the cores
-# (kernels/cpu.py), and spinning OpenMP workers slow llama.cpp 15-300x once scipy (pystoi) is loaded
-# on a busy machine (see runtime/run.py).
-os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
-os.environ.setdefault("OMP_WAIT_POLICY", "passive")
+import runtime.threads  # noqa: E402,F401  (the one thread environment: set before numpy/llama.cpp)
 
 import numpy as np  # noqa: E402
 

@@ -13,19 +13,13 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import sys
 import time
 import warnings
 from pathlib import Path
 from typing import Any, Sequence
 
-# Thread hygiene, set before numpy / llama.cpp load. llama.cpp and onnxruntime bring their own
-# threads: OpenBLAS threads on top (the numpy codeword search) oversubscribe the cores (measured up
-# to 70x slower, kernels/cpu.py), and llama.cpp's spinning OpenMP workers were measured 15-300x
-# slower per token on a busy 2-core machine once scipy was loaded; passive waiting fixes both.
-os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
-os.environ.setdefault("OMP_WAIT_POLICY", "passive")
+import runtime.threads  # noqa: E402,F401  (the one thread environment: set before numpy/llama.cpp)
 
 from runtime.cli import check_output_file, fatal, reraise_interrupt, run_cli  # noqa: E402
 from runtime.tasks import TASKS  # noqa: E402

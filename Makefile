@@ -82,15 +82,16 @@ system-deps:
 	fi
 
 # torch is pinned first so the CPU build is taken (an unpinned torch pulls GBs of CUDA wheels).
-# llama-cpp-python is built portable (-DGGML_NATIVE=OFF): the native build crashes (SIGILL, AMX)
-# on quantised models on these CPUs. scripts.llama_build then rebuilds it (once per flag set, kept in
-# ~/.cache/llmcodec/llama-wheels) with the AVX-512 units this CPU reports, never AMX.
+# llama-cpp-python is built with -DGGML_NATIVE=OFF (the native build crashes, SIGILL on AMX, on
+# quantised models on these CPUs) plus the AVX-512 units this CPU reports (scripts.llama_build, never
+# AMX). pip's wheel cache ignores CMAKE_ARGS, so a cached portable wheel is then rebuilt once with
+# those units (kept in ~/.cache/llmcodec/llama-wheels).
 $(STAMP): pyproject.toml
 	$(MAKE) system-deps
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PIP) install -q --upgrade pip wheel setuptools
 	$(PIP) install -q torch==2.13.0
-	CMAKE_ARGS="-DGGML_NATIVE=OFF" $(PIP) install -q "llama-cpp-python>=0.3"
+	CMAKE_ARGS="$$($(PYTHON) -m scripts.llama_build flags)" $(PIP) install -q "llama-cpp-python>=0.3"
 	$(PY) -m scripts.llama_build install || echo "warning: kept the portable llama-cpp-python build"
 	$(PIP) install -q -e ".[cpu,train,kernels,test,llm,bench]"
 	touch $(STAMP)

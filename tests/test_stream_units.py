@@ -125,6 +125,34 @@ def test_live_loop_drops_whole_chunks_and_keeps_time_alignment():
     assert not out[:17 * 1920].any() and out[17 * 1920:].all()
 
 
+class _BatchEcho(_Echo):
+    """An echo that also takes several waiting chunks at once (like the denoise processor)."""
+
+    def __init__(self, chunk: int, parallel: int) -> None:
+        super().__init__(chunk)
+        self.parallel, self.calls = parallel, []
+
+    def process_many(self, chunks, stats):
+        self.calls.append(len(chunks))
+        return [c * 2 for c in chunks]
+
+    def process(self, pcm, stats):
+        self.calls.append(1)
+        return pcm * 2
+
+
+def test_waiting_chunks_go_to_process_many_in_order_with_one_latency_each():
+    x = np.random.default_rng(1).standard_normal(1920 * 7 + 50).astype(np.float32)
+    stats, sink = StreamStats(), _ListSink()
+    proc = _BatchEcho(1920, parallel=3)
+    pipe = Pipeline(proc, sink, stats, 16000, realtime=True)
+    run_live(_FakeLive([x], "eof"), pipe, threading.Event(), max_lag_s=5.0)
+    assert proc.calls == [3, 3, 1]  # 7 whole chunks waiting; the 50-sample tail is flushed (echo)
+    out = np.concatenate(sink.parts)
+    np.testing.assert_array_equal(out[:7 * 1920], 2 * x[:7 * 1920])
+    assert len(stats.end_to_end) == 8 and len(stats.chunk_ms) == 8 and len(stats.stages["capture"]) == 8
+
+
 def test_stop_event_ends_the_live_loop():
     stop = threading.Event()
     stop.set()

@@ -39,7 +39,8 @@ def _env() -> dict:
     info = llama_cpp.llama_print_system_info().decode(errors="replace")
     units = "AVX-512" if "AVX512 = 1" in info else "AVX2" if "AVX2 = 1" in info else "baseline"
     return {"device": f"cpu ({platform.processor() or platform.machine()}, {os.cpu_count()} cores)",
-            "llama_cpp": f"{llama_cpp.__version__} ({units} build)", "numpy": np.__version__, "git": sha or "unknown"}
+            "llama_cpp": f"{llama_cpp.__version__} ({units} build)", "numpy": np.__version__, "git": sha or "unknown",
+            "omp_wait_policy": os.environ.get("OMP_WAIT_POLICY", "unset (libgomp: spin briefly, then sleep)")}
 
 
 def _time(fn: Callable[[], object], reps: int, warmup: int) -> np.ndarray:

@@ -60,6 +60,7 @@ def run_config(task: str, chunk_ms: float | None, wav: Path, work: Path, a: argp
            str(work / f"{task}_{chunk_ms}.wav"), "--force", "--quiet", "--stats-json", str(stats)]
     cmd += [f"--{k}={v}" for k, v in (("codec", a.codec), ("model", a.model), ("threads", a.threads),
                                        ("chunk-ms", chunk_ms)) if v is not None]
+    cmd += [f"--gather={a.gather}"] if task == "denoise" else []
     p = subprocess.Popen(cmd, cwd=ROOT, stderr=subprocess.PIPE, text=True)
     rss: list[float] = []
     while p.poll() is None:
@@ -69,7 +70,8 @@ def run_config(task: str, chunk_ms: float | None, wav: Path, work: Path, a: argp
     err = p.stderr.read()
     if p.returncode != 0:
         raise SystemExit(fatal(f"runtime.stream --task {task} failed: {err.strip().splitlines()[-1:]}"))
-    return summarize(task, chunk_ms, json.loads(stats.read_text()), rss)
+    return {**summarize(task, chunk_ms, json.loads(stats.read_text()), rss),
+            "gather": a.gather if task == "denoise" else 1}
 
 
 def summarize(task: str, chunk_ms: float | None, d: dict[str, Any], rss: list[float]) -> dict[str, Any]:
@@ -89,7 +91,7 @@ def summarize(task: str, chunk_ms: float | None, d: dict[str, Any], rss: list[fl
             "stages_p50_ms": {k: v["p50_ms"] for k, v in st.items() if v["n"]}}
 
 
-COLUMNS = [("task", "task", ""), ("chunk_ms", "chunk ms", ".0f"), ("audio_s", "audio s", ".0f"),
+COLUMNS = [("task", "task", ""), ("chunk_ms", "chunk ms", ".0f"), ("gather", "gather", "d"), ("audio_s", "audio s", ".0f"),
            ("e2e_p50_ms", "e2e p50 ms", ".1f"), ("e2e_p95_ms", "e2e p95 ms", ".1f"),
            ("e2e_max_ms", "e2e max ms", ".1f"), ("rtf", "RTF", ".3f"), ("drift_s", "drift s", ".2f"),
            ("dropped_chunks", "dropped", "d"), ("llm_tokens_per_s", "LLM tok/s", ".1f"),
@@ -106,6 +108,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--codec", type=Path, default=None, help="bundle (default: models/default/codec)")
     p.add_argument("--model", type=Path, default=None, help="GGUF (default: models/default/llm.gguf)")
     p.add_argument("--threads", type=int, default=None)
+    p.add_argument("--gather", type=int, default=1, help="denoise: whole chunks decoded together (runtime.stream)")
     p.add_argument("--name", default="stream_latency", help="results file stem under benchmarks/results/")
     p.add_argument("--force", action="store_true")
     a = p.parse_args(argv)

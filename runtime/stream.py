@@ -57,10 +57,13 @@ def build_parser() -> argparse.ArgumentParser:
                    help="tts/text2sound prompt (repeatable); default: one prompt per line of stdin")
     p.add_argument("--record-input", default=None, type=Path,
                    help="also write the input as the worker received it (mono, codec rate) to this file")
+    p.add_argument("--gather", type=int, default=1,
+                   help="denoise, live input: wait for N whole chunks and decode them side by side: latency "
+                        "x N for a lower real-time factor (README \"Live from the microphone\")")
     p.add_argument("--fast", action="store_true", help="process a file as fast as possible (no pacing)")
     p.add_argument("--max-lag-ms", type=float, default=None,
                    help="live input: drop the oldest whole chunks when more than this waits "
-                        "(default: max(1000, 2 chunks))")
+                        "(default: max(1000, gather + 1 chunks))")
     p.add_argument("--quiet", action="store_true", help="no status line and no final table")
     p.add_argument("--json", action="store_true", help="classify: one JSON object per window")
     p.add_argument("--stats-json", type=Path, default=None, help="write the latency statistics here")
@@ -106,6 +109,8 @@ def check_args(a: argparse.Namespace) -> str | None:
         v = getattr(a, name)
         if v is not None and v <= 0:
             return f"--{name.replace('_', '-')} must be positive, got {v}"
+    if a.gather < 1 or (a.gather > 1 and a.task != "denoise"):
+        return f"--gather must be >= 1, and more than 1 only for --task denoise (got {a.gather} for {a.task})"
     return _check_input(a) or _check_outputs(a) or resolve_paths(a)
 
 

@@ -147,10 +147,10 @@ def run_audio(a: argparse.Namespace, processor, sink, stats: StreamStats, stop: 
                 stats.nonfinite_samples = reader.nonfinite
                 return reason
             source = PacedFileInput(reader)
-        pipeline = Pipeline(processor, sink, stats, source.rate, True, status, recorder)
+        pipeline = Pipeline(processor, sink, stats, source.rate, True, status, recorder, gather=a.gather)
         warm_up(processor, a.quiet)
         chunk_s = processor.chunk / stats.rate
-        max_lag = a.max_lag_ms / 1000.0 if a.max_lag_ms else max(1.0, 2 * chunk_s)
+        max_lag = a.max_lag_ms / 1000.0 if a.max_lag_ms else max(1.0, (a.gather + 1) * chunk_s)
         if a.input == "mic" and not a.quiet:
             print(f"listening on {source.info['name']!r} at {source.rate} Hz (Ctrl-C to stop)", file=sys.stderr)
         source.start()

@@ -9,7 +9,9 @@ gets the same length of silence (files stay time-aligned with the input), and ``
 counts them; the stream never drifts behind the input by more than ``max_lag``. A processor with
 ``parallel`` > 1 and ``process_many`` (denoise) gets up to that many whole chunks at once when
 more than one is waiting: a stream that fell behind catches up with spans decoded side by side
-(`runtime.lm_parallel`), and ``run_fast`` reads files in blocks of that many chunks.
+(`runtime.lm_parallel`), and ``run_fast`` reads files in blocks of that many chunks. ``gather``
+makes a live stream wait for that many whole chunks before each batch: latency x gather for the
+batched decoding's lower real-time factor.
 """
 from __future__ import annotations
 
@@ -64,8 +66,13 @@ class Pipeline:
     recorder: an optional sink that receives the resampled input (``--record-input``)."""
 
     def __init__(self, processor: Processor, sink: Sink | None, stats: StreamStats, src_rate: int,
-                 realtime: bool, status: StatusLine | None = None, recorder: Sink | None = None) -> None:
+                 realtime: bool, status: StatusLine | None = None, recorder: Sink | None = None,
+                 gather: int = 1) -> None:
+        if gather < 1 or (gather > 1 and not hasattr(processor, "process_many")):
+            raise ValueError(f"gather {gather}: needs >= 1, and > 1 only for a processor that decodes "
+                             "several chunks at once (denoise)")
         self.processor, self.sink, self.stats, self.recorder = processor, sink, stats, recorder
+        self.gather = gather  # whole chunks to wait for before processing (latency x gather)
         self.rate, self.realtime, self.status = stats.rate, realtime, status
         self.resample = StreamResampler(src_rate, stats.rate)
         self._buf = np.zeros(0, dtype=np.float32)
@@ -84,8 +91,12 @@ class Pipeline:
             self._buf = np.concatenate([self._buf, x])
             if self.recorder is not None:  # --record-input: what the worker got, at the codec rate
                 self.recorder.write(x)
+        self._drain(final=last)
+
+    def _drain(self, final: bool) -> None:
+        """Process the whole chunks waiting: once ``gather`` are there (every one at the end)."""
         n = self.processor.chunk
-        while len(self._buf) >= n:
+        while len(self._buf) >= n * (1 if final else self.gather):
             k = min(self.batch, len(self._buf) // n)
             if k > 1:
                 chunks = [self._buf[i * n:(i + 1) * n] for i in range(k)]
@@ -98,7 +109,9 @@ class Pipeline:
     @property
     def batch(self) -> int:
         """Whole chunks the processor takes at once (1 unless it has ``process_many``)."""
-        return int(getattr(self.processor, "parallel", 1)) if hasattr(self.processor, "process_many") else 1
+        if not hasattr(self.processor, "process_many"):
+            return 1
+        return max(int(getattr(self.processor, "parallel", 1)), self.gather)
 
     def finish(self) -> None:
         """End of input: flush the resampler, then the processor's partial last chunk."""

@@ -233,6 +233,8 @@ def test_list_devices_and_usage_errors(capsys):
     assert main(["--task", "codec", "--input", "mic", "--fast"]) == 1
     assert "--fast needs --input FILE" in capsys.readouterr().err
     assert main([]) == 1 and "pass --task" in capsys.readouterr().err
+    assert main(["--task", "codec", "--input", "mic", "--gather", "2"]) == 1
+    assert "more than 1 only for --task denoise" in capsys.readouterr().err
 
 
 def test_subprocess_error_has_no_traceback(tmp_path):

@@ -153,6 +153,20 @@ def test_waiting_chunks_go_to_process_many_in_order_with_one_latency_each():
     assert len(stats.end_to_end) == 8 and len(stats.chunk_ms) == 8 and len(stats.stages["capture"]) == 8
 
 
+def test_gather_waits_for_whole_batches_and_flushes_the_rest_at_the_end():
+    x = np.random.default_rng(2).standard_normal(1920 * 5 + 70).astype(np.float32)
+    stats, sink = StreamStats(), _ListSink()
+    proc = _BatchEcho(1920, parallel=1)
+    pipe = Pipeline(proc, sink, stats, 16000, realtime=True, gather=2)
+    blocks = np.array_split(x, 11)  # chunks arrive one by one: nothing runs before two are waiting
+    run_live(_FakeLive(blocks, "eof"), pipe, threading.Event(), max_lag_s=5.0)
+    assert proc.calls == [2, 2, 1]  # the fifth whole chunk alone at the end, then the tail
+    np.testing.assert_array_equal(np.concatenate(sink.parts)[:5 * 1920], 2 * x[:5 * 1920])
+    assert len(stats.end_to_end) == 6
+    with pytest.raises(ValueError, match="gather"):
+        Pipeline(_Echo(1920), sink, stats, 16000, realtime=True, gather=2)  # no process_many
+
+
 def test_stop_event_ends_the_live_loop():
     stop = threading.Event()
     stop.set()

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass
-from typing import Callable, Sequence
+from typing import Callable, Sequence, TypeVar
 
 import numpy as np
 
@@ -25,6 +25,8 @@ from runtime.codec_stream import CodecStream, GroupCodes, join_groups
 from runtime.prompt import TTS_INSTRUCTION, AudioTokens, Demo, Prompt
 from runtime.stream_stats import StreamStats
 from runtime.tasks.common import FewShotEngine, TaskOptions, fix_length
+
+T = TypeVar("T")
 
 
 def timed_encode(stream: CodecStream, pcm: np.ndarray, stats: StreamStats, flush: bool = False) -> list[GroupCodes]:
@@ -81,41 +83,34 @@ class DenoiseProcessor:
     def process_many(self, chunks: Sequence[np.ndarray], stats: StreamStats) -> list[np.ndarray]:
         """Whole chunks that were waiting together: encoded in order, their spans decoded side by
         side (`FewShotEngine.generate_spans`; "llm_generate" then includes the queries' prefill)."""
-        from runtime.tasks.denoise import INSTRUCTION
-
         e, opts = self.engine, self.opts
-        queries = [e.codes_to_tokens(join_groups(timed_encode(self.enc, c, stats), 3)) for c in chunks]
-        prompts = [e.prompt(self.demos, q, opts, INSTRUCTION, reserve=e.span_length(self.groups, opts)) for q in queries]
-        e.use_prefix(prompts[0])
-        proposed, accepted = e.lm.stats.draft_proposed, e.lm.stats.draft_accepted
+        pairs = [self._query(c, stats) for c in chunks]
+        e.use_prefix(pairs[0][1])
         seeds = [opts.seed + self.index + i for i in range(len(chunks))]
-        t0 = time.perf_counter()
-        spans = e.generate_spans([p.ids for p in prompts], self.groups, opts, queries, seeds)
-        dt = time.perf_counter() - t0
-        stats.add("llm_generate", dt)
-        stats.llm_tokens += e.span_length(self.groups, opts) * len(chunks)
-        stats.llm_generate_s += dt
-        stats.draft_proposed += e.lm.stats.draft_proposed - proposed
-        stats.draft_accepted += e.lm.stats.draft_accepted - accepted
+        spans = timed_generation(e, stats, len(chunks) * e.span_length(self.groups, opts), lambda: e.generate_spans(
+            [p.ids for _, p in pairs], self.groups, opts, [q for q, _ in pairs], seeds))
         self.index += len(chunks)
         self.tokens += spans
-        outs = []
-        for t in spans:
-            with stats.time("decode"):
-                outs.append(self.dec.decode(e.tokens_to_codes(t)))
-        return outs
+        return [self._decode(t, stats) for t in spans]
 
-    def process(self, pcm: np.ndarray, stats: StreamStats) -> np.ndarray:
+    def _query(self, pcm: np.ndarray, stats: StreamStats) -> tuple[AudioTokens, Prompt]:
         from runtime.tasks.denoise import INSTRUCTION
 
         e, opts = self.engine, self.opts
         query = e.codes_to_tokens(join_groups(timed_encode(self.enc, pcm, stats), 3))
-        prompt = e.prompt(self.demos, query, opts, INSTRUCTION, reserve=e.span_length(self.groups, opts))
-        tokens = generate_timed(e, prompt, self.groups, opts, opts.seed + self.index, stats, query=query)
+        return query, e.prompt(self.demos, query, opts, INSTRUCTION, reserve=e.span_length(self.groups, opts))
+
+    def _decode(self, tokens: AudioTokens, stats: StreamStats) -> np.ndarray:
+        with stats.time("decode"):
+            return self.dec.decode(self.engine.tokens_to_codes(tokens))
+
+    def process(self, pcm: np.ndarray, stats: StreamStats) -> np.ndarray:
+        query, prompt = self._query(pcm, stats)
+        tokens = generate_timed(self.engine, prompt, self.groups, self.opts, self.opts.seed + self.index, stats,
+                                query=query)
         self.index += 1
         self.tokens.append(tokens)
-        with stats.time("decode"):
-            return self.dec.decode(e.tokens_to_codes(tokens))
+        return self._decode(tokens, stats)
 
     def flush(self, tail: np.ndarray, stats: StreamStats) -> np.ndarray:
         if len(tail) == 0:
@@ -151,17 +146,23 @@ def generate_timed(engine: FewShotEngine, prompt: Prompt, n_groups: int, opts: T
     with stats.time("llm_prefill"):
         engine.use_prefix(prompt)
         engine.lm.logits(prompt.ids)
+    return timed_generation(engine, stats, engine.span_length(n_groups, opts),
+                            lambda: engine.generate_span(prompt.ids, n_groups, opts, seed=seed, query=query))
+
+
+def timed_generation(engine: FewShotEngine, stats: StreamStats, n_tokens: int, run: Callable[[], T]) -> T:
+    """``run()`` timed as "llm_generate", with its ``n_tokens`` and draft counts added to ``stats``."""
     lm_stats = engine.lm.stats
     proposed, accepted = lm_stats.draft_proposed, lm_stats.draft_accepted
     t0 = time.perf_counter()
-    tokens = engine.generate_span(prompt.ids, n_groups, opts, seed=seed, query=query)
+    out = run()
     dt = time.perf_counter() - t0
     stats.add("llm_generate", dt)
-    stats.llm_tokens += engine.span_length(n_groups, opts)
+    stats.llm_tokens += n_tokens
     stats.llm_generate_s += dt
-    stats.draft_proposed += engine.lm.stats.draft_proposed - proposed
-    stats.draft_accepted += engine.lm.stats.draft_accepted - accepted
-    return tokens
+    stats.draft_proposed += lm_stats.draft_proposed - proposed
+    stats.draft_accepted += lm_stats.draft_accepted - accepted
+    return out
 
 
 @dataclass(frozen=True)

@@ -105,6 +105,7 @@ class FrozenLM:
         self._head = self._open_head()
         self.n_vocab = int(self._llm.n_vocab()) if self._head is None else self._head.n_vocab
         self._chooser = MaskedChooser() if self._head is None else MaskedChooser(self._head.global_ids, self._head.local_ids)
+        self._wide_chooser = MaskedChooser()  # for kept full-width rows (`_last_logits`)
         self.n_ctx = int(self._llm.n_ctx())
         src = self._llm if self._head is None else self._head.vocab
         self.bos_id = int(src.token_bos())
@@ -281,6 +282,10 @@ class FrozenLM:
         ids = [int(i) for i in ids]
         if len(masks) != len(ids) - start:
             raise ValueError(f"need one mask per row: {len(ids) - start}, got {len(masks)}")
+        if start == len(ids) - 1 and self._last_logits is not None and ids == self._cached:
+            # already evaluated (e.g. a stream's timed prefill): no second pass over the last token
+            self.stats.reused_tokens += len(ids)
+            return [self._wide_chooser.pick(self._last_logits, masks[0])]
         pick, raw = self._chooser.pick, self._raw_row
         return self._evaluate(ids, start, lambda i, r: pick(raw(i), masks[r]))
 

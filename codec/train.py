@@ -45,6 +45,9 @@ from codec.vocab import VocabError, build_residual_table, build_word_table, load
 OUTPUT_FILES = (CONFIG_FILE, WEIGHTS_FILE, VOCAB_FILE, TRAIN_STATE_FILE, METRICS_FILE, EVAL_FILE)
 
 
+FREEZABLE = ("encoder", "quantizer", "decoder")
+
+
 def build_parser() -> argparse.ArgumentParser:
     ap = argparse.ArgumentParser(prog="python -m codec.train", description=__doc__.split("\n")[0],
                                  formatter_class=argparse.ArgumentDefaultsHelpFormatter)
@@ -85,6 +88,10 @@ def build_parser() -> argparse.ArgumentParser:
                     help="warm start: codec weights from this checkpoint (a run dir or the weights-only "
                          "models/default/checkpoint; its discriminator too when it holds train_state.pt); "
                          "fresh optimiser and LR schedule")
+    ap.add_argument("--freeze", nargs="+", default=[], choices=FREEZABLE, metavar="PART",
+                    help=f"keep these codec parts fixed ({', '.join(FREEZABLE)}): e.g. a new --override "
+                         "decoder_head=istft trained over the warm-started encoder and quantizer, whose codes "
+                         "(the LLM's tokens) then stay exactly those of the --init checkpoint")
     ap.add_argument("--loss-weight", action="append", default=[], metavar="NAME=VALUE",
                     help=f"override a loss weight ({', '.join(f.name for f in dataclasses.fields(LossWeights))})")
     ap.add_argument("--entropy-tau", type=float, default=0.05,
@@ -235,6 +242,8 @@ def _train(args: argparse.Namespace, info, device: torch.device) -> int:
             warm_start(args.init, args.llm, codec, vocab_info, disc, objective.head)
         except (FileNotFoundError, ValueError) as e:
             die(str(e))
+    for part in args.freeze:
+        getattr(codec, part).requires_grad_(False)
     trainer = Trainer(codec, objective, disc, opt, args.steps, info, device)
     return run_loop(args, trainer, dataset, sampler, loader, eval_wav, vocab_info, info, device)
 

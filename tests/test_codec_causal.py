@@ -13,12 +13,15 @@ pytestmark = pytest.mark.usefixtures("torch_one_thread")
 HOP = 480
 ATOL = 1e-5
 
-ALPHAS = [pytest.param("ones", id="snake-alpha-ones"), pytest.param("random", id="snake-alpha-random")]
+ALPHAS = [pytest.param(("ones", "conv"), id="snake-alpha-ones"),
+          pytest.param(("random", "conv"), id="snake-alpha-random"),
+          pytest.param(("random", "istft"), id="istft-head")]
 
 
 @pytest.fixture(scope="module", params=ALPHAS)
 def codec(request) -> LLMCodec:
-    return make_codec(seed=3, snake_alpha=request.param)
+    alpha, head = request.param
+    return make_codec(seed=3, snake_alpha=alpha, decoder_head=head)
 
 
 def _max_diff(a: torch.Tensor, b: torch.Tensor) -> float:

@@ -37,9 +37,10 @@ def _chunks(total: int, schedule: list[int]) -> list[tuple[int, int]]:
         start += size
 
 
-@pytest.fixture(scope="module")
-def codec() -> LLMCodec:
-    return make_codec(seed=7)
+@pytest.fixture(scope="module", params=["conv", "istft"])
+def codec(request: pytest.FixtureRequest) -> LLMCodec:
+    """The tiny codec with each decoder output head (transposed convs, or one stage + inverse STFT)."""
+    return make_codec(seed=7, decoder_head=request.param)
 
 
 def _stream(block, x: torch.Tensor, bounds: list[tuple[int, int]], scale: int, batch: int) -> torch.Tensor:
@@ -123,7 +124,11 @@ def test_state_contract(codec: LLMCodec, part: str) -> None:
     names, init = block.state_names(), block.init_state(2)
     assert len(names) == len(init) == len(set(names))
     assert all(re.fullmatch(r"[a-z0-9_]+(\.[a-z0-9_]+)+", n) for n in names), names
-    assert "attn.k" in names and "block2.res1.conv.prev" in names
+    assert "attn.k" in names
+    if part == "encoder" or codec.cfg.decoder_head == "conv":
+        assert "block2.res1.conv.prev" in names
+    else:
+        assert "head.idft.tail" in names and "block2.res1.conv.prev" not in names
     assert all(t.abs().sum() == 0 for t in init)
     for k in (1, 3):
         x = torch.randn(2, 1, k * HOP) if part == "encoder" else torch.randn(2, codec.cfg.latent_dim, k)
@@ -178,9 +183,10 @@ def _ort_steps(block, step_input, steps: int, batch: int = 1) -> float:
 
 
 @pytest.mark.filterwarnings("ignore::DeprecationWarning")  # the legacy (TorchScript) exporter: fast, still supported
+@pytest.mark.parametrize("head", ["conv", "istft"])
 @torch.no_grad()
-def test_steps_trace_to_onnx_and_match_onnxruntime() -> None:
-    model = make_codec(seed=8)
+def test_steps_trace_to_onnx_and_match_onnxruntime(head: str) -> None:
+    model = make_codec(seed=8, decoder_head=head)
     model.fold_weight_norm()
     audio = sample_audio(8 * 2 * HOP / 16000, seed=16)
     assert _ort_steps(model.encoder, lambda i: audio[..., 2 * i * HOP:(2 * i + 2) * HOP], steps=8) < 1e-5

@@ -6,7 +6,7 @@ its own stride. An input of length ``N`` (a multiple of ``s``) gives exactly ``N
 streaming the zero padding becomes a state of the last ``P`` input samples (``prev``, zeros at the
 start, which is why streaming equals offline).
 
-The transposed conv (kernel ``2s``, stride ``s``) is trimmed causally: output ``n`` only reads inputs
+The transposed conv (kernel ``2s`` by default, any ``k >= s``, stride ``s``) is trimmed causally: output ``n`` only reads inputs
 ``i <= n/s``, and the trailing ``k - s`` overlap samples are dropped offline; streaming keeps them as
 the ``tail`` state and adds them to the head of the next chunk (overlap-add).
 """
@@ -71,8 +71,8 @@ class CausalConvTranspose1d(StreamingModule):
                  use_weight_norm: bool = True) -> None:
         super().__init__()
         kernel_size = 2 * stride if kernel_size is None else kernel_size
-        if not stride <= kernel_size <= 2 * stride:
-            raise ValueError(f"transposed conv needs stride <= kernel <= 2*stride, got k={kernel_size}, s={stride}")
+        if kernel_size < stride:
+            raise ValueError(f"transposed conv needs kernel >= stride, got k={kernel_size}, s={stride}")
         self.stride = stride
         self.overlap = kernel_size - stride
         conv = nn.ConvTranspose1d(in_channels, out_channels, kernel_size, stride=stride)

@@ -3,7 +3,9 @@
 Mirrors the official tree (official-llm-codec.md §1.2) without the NoiseBlock (no randomness at
 inference): depthwise conv k7 + 1x1 conv to ``decoder_dim`` (one k7 conv when not depthwise) ->
 optional causal local attention -> DecoderBlocks (Snake, causal transposed conv k=2s, 3 dilated
-residual units) halving the channels -> Snake -> conv k7 to one channel -> tanh.
+residual units) halving the channels -> Snake -> conv k7 to one channel -> tanh. With
+``cfg.decoder_head == "istft"`` only the first ``cfg.head_blocks`` DecoderBlocks run, then an inverse-STFT
+head (``codec.modules.istft``) makes the samples -> tanh.
 
 Algorithmic latency: output sample ``n`` depends on latent frames ``<= n // hop`` only, so the decoder
 adds none beyond the frame itself: a chunk of ``k`` frames yields its ``k·hop`` samples immediately.
@@ -18,6 +20,7 @@ from torch import Tensor
 from codec.config import CodecConfig
 from codec.modules.attention import CausalLocalAttention
 from codec.modules.conv import CausalConv1d, CausalConvTranspose1d, fold_weight_norm
+from codec.modules.istft import ISTFTHead
 from codec.modules.residual import ResidualUnit
 from codec.modules.snake import Snake1d
 from codec.modules.streaming import StreamingModule, StreamingSequential, tracing
@@ -58,14 +61,19 @@ class Decoder(StreamingSequential):
             layers["conv_in"] = CausalConv1d(latent, dim, cfg.kernel_size)
         if cfg.attn_window:
             layers["attn"] = CausalLocalAttention(dim, cfg.attn_window, cfg.attn_dim_head)
-        for i, stride in enumerate(cfg.decoder_rates):
+        blocks = cfg.decoder_rates if cfg.decoder_head == "conv" else cfg.decoder_rates[:cfg.head_blocks]
+        for i, stride in enumerate(blocks):
             if dim % 2:
                 raise ValueError(f"decoder_dim {cfg.decoder_dim} cannot be halved {len(cfg.decoder_rates)} times")
             layers[f"block{i + 1}"] = DecoderBlock(dim, dim // 2, stride, cfg.dilations, cfg.kernel_size,
                                                    cfg.depthwise)
             dim //= 2
-        layers["snake"] = Snake1d(dim)
-        layers["conv_out"] = CausalConv1d(dim, 1, cfg.kernel_size)
+        if cfg.decoder_head == "istft":
+            layers["head"] = ISTFTHead(dim, cfg.head_dim, cfg.head_hop, cfg.dilations, cfg.kernel_size,
+                                       cfg.depthwise)
+        else:
+            layers["snake"] = Snake1d(dim)
+            layers["conv_out"] = CausalConv1d(dim, 1, cfg.kernel_size)
         layers["tanh"] = Tanh()
         super().__init__(layers)
         self.latent_dim = latent

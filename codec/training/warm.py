@@ -50,22 +50,42 @@ def save_aux(run_dir: Path, out_dir: Path) -> bool:
     return True
 
 
+# Config fields a warm start may change: the decoder's output head (a new head over the same encoder,
+# quantizer and early decoder stages). Every other difference is an error.
+HEAD_FIELDS = {"decoder_head", "head_blocks", "head_dim"}
+
+
+def _load_shared(state: dict[str, Any], codec: LLMCodec) -> str:
+    """Copy every tensor whose name and shape match; the rest of ``codec`` keeps its fresh init."""
+    own = codec.state_dict()
+    shared = {k: v for k, v in state.items() if k in own and own[k].shape == v.shape}
+    codec.load_state_dict(shared, strict=False)
+    fresh = sorted({".".join(k.split(".")[:2]) for k in own if k not in shared})
+    dropped = sorted({".".join(k.split(".")[:2]) for k in state if k not in shared})
+    return (f"codec ({len(shared)} of {len(own)} tensors; fresh: {', '.join(fresh)}; "
+            f"dropped: {', '.join(dropped)})")
+
+
 def warm_start(directory: Path, llm: Path, codec: LLMCodec, vocab_info: dict[str, Any],
                disc: nn.Module | None, head: nn.Module | None) -> list[str]:
     """Load ``directory``'s weights into ``codec`` (and ``disc``/``head`` when saved); returns what was loaded.
 
     Raises ``ValueError`` when the checkpoint's config or token tables differ from this run's."""
     source, info = load_checkpoint(directory, llm=llm)
-    if source.cfg.to_dict() != codec.cfg.to_dict():
-        diff = {k: v for k, v in source.cfg.to_dict().items() if codec.cfg.to_dict().get(k) != v}
+    diff = {k: v for k, v in source.cfg.to_dict().items() if codec.cfg.to_dict().get(k) != v}
+    if set(diff) - HEAD_FIELDS:
         raise ValueError(f"--init {directory}: its config differs from this run's in {diff} "
-                         "(pass the same --preset/--override as the run that wrote it)")
+                         "(pass the same --preset/--override as the run that wrote it; only the decoder head "
+                         f"fields {sorted(HEAD_FIELDS)} may differ)")
     for key in ("word_token_ids", "residual_token_ids"):
         if info.get(key) is not None and list(info[key]) != list(vocab_info[key]):
             raise ValueError(f"--init {directory}: its {key} differ from this run's tables (other --llm, "
                              "--word-table-size or --residual-table-size)")
-    codec.load_state_dict(source.state_dict(), strict=True)
-    loaded = ["codec"]
+    if diff:
+        loaded = [_load_shared(source.state_dict(), codec)]
+    else:
+        codec.load_state_dict(source.state_dict(), strict=True)
+        loaded = ["codec"]
     aux = aux_weights(directory)
     if aux is not None:
         if disc is not None and aux.get("disc") is not None:

@@ -32,7 +32,7 @@ import torch  # noqa: E402
 from codec.checkpoint import CONFIG_FILE, VOCAB_FILE, WEIGHTS_FILE
 from codec.config import PRESETS, CodecConfig, preset
 from codec.data import AudioDataset, ShardedEpochSampler, collate, make_loader
-from codec.discriminator import discriminator_for
+from codec.discriminator import DISCRIMINATOR_KINDS, discriminator_for
 from codec.model import LLMCodec
 from codec.teacher import TEACHERS, get_teacher
 from codec.training.objective import GeneratorObjective, LossWeights, TextTargets
@@ -74,6 +74,9 @@ def build_parser() -> argparse.ArgumentParser:
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--teacher", choices=sorted(TEACHERS), default="mfcc", help="consistency-loss teacher")
     ap.add_argument("--no-adversarial", action="store_true", help="train without the discriminator")
+    ap.add_argument("--disc", choices=DISCRIMINATOR_KINDS, default="msstft",
+                    help="discriminator: multi-scale STFT, multi-period (HiFi-GAN) or both; a warm start from an "
+                         "MS-STFT run keeps that part and starts the multi-period part fresh")
     ap.add_argument("--adv-start", type=int, default=0, help="first step using the discriminator")
     ap.add_argument("--disc-every", type=int, default=1,
                     help="update the discriminator (and use the adversarial/feature losses) every N-th step only: "
@@ -232,7 +235,7 @@ def _train(args: argparse.Namespace, info, device: torch.device) -> int:
     teacher = get_teacher(args.teacher, cfg.sample_rate) if weights.consistency > 0 else None
     objective = GeneratorObjective(cfg.latent_dim, cfg.sample_rate, weights, teacher,
                                    TextTargets(vocab) if weights.semantic > 0 else None)
-    disc = None if args.no_adversarial else discriminator_for(cfg.preset)
+    disc = None if args.no_adversarial else discriminator_for(cfg.preset, args.disc)
     opt = OptimConfig(lr=args.lr, warmup=args.warmup, schedule=args.schedule, final_lr_ratio=args.final_lr_ratio,
                       grad_clip=args.grad_clip, adv_start=args.adv_start, disc_every=args.disc_every,
                       bf16=args.bf16)

@@ -12,7 +12,7 @@ from fixtures_llm import VOCAB_GGUF, tiny_gguf  # noqa: F401  (pytest fixture)
 from safetensors.torch import load_file
 
 from codec.checkpoint import load_checkpoint
-from codec.discriminator import MultiScaleSTFTDiscriminator
+from codec.discriminator import MultiScaleSTFTDiscriminator, discriminator_for
 from codec.losses import (MultiResolutionMelLoss, MultiResolutionSTFTLoss, consistency_loss, discriminator_loss,
                           semantic_loss)
 from codec.teacher import get_teacher
@@ -139,6 +139,29 @@ def test_warm_start_from_a_run_and_from_weights_only(trained, tiny_gguf, lists, 
     assert "config differs" in capsys.readouterr().err
 
 
+def test_warm_start_with_a_new_decoder_head_frozen_encoder_and_both_discriminators(
+        trained, tiny_gguf, lists, tmp_path, capsys):  # noqa: F811
+    """--override decoder_head=istft over a conv run: encoder, quantizer and early decoder stages are kept
+    (and with --freeze stay bit-identical, so the tokens do not change); --disc both keeps the MS-STFT critic."""
+    out = tmp_path / "istft"
+    assert main(_args(tiny_gguf, out, 3, "--data", str(lists[0]), "--init", str(trained), "--override",
+                      "decoder_head=istft", "--freeze", "encoder", "quantizer", "--disc", "both")) == 0
+    err = capsys.readouterr().err
+    assert "fresh: decoder.head" in err and "its MS-STFT part" in err
+    old, _ = load_checkpoint(trained)
+    new, _ = load_checkpoint(out)
+    assert new.cfg.decoder_head == "istft"
+    for part in ("encoder", "quantizer"):
+        a, b = getattr(old, part).state_dict(), getattr(new, part).state_dict()
+        assert all(torch.equal(a[k], b[k]) for k in a), part
+    b1_old, b1_new = old.decoder.block1.state_dict(), new.decoder.block1.state_dict()
+    assert any(not torch.equal(b1_old[k], b1_new[k]) for k in b1_old)  # the kept stage trains on
+    with pytest.raises(SystemExit):
+        main(_args(tiny_gguf, tmp_path / "bad", 1, "--data", str(lists[0]), "--init", str(trained),
+                   "--disc", "mpd"))
+    assert "--disc both keeps" in capsys.readouterr().err
+
+
 def test_disc_every_skips_discriminator_steps(tiny_gguf, lists, tmp_path):  # noqa: F811
     out = tmp_path / "every2"
     assert main(_args(tiny_gguf, out, 6, "--data", str(lists[0]), "--disc-every", "2", "--log-every", "1")) == 0
@@ -231,6 +254,16 @@ def test_discriminator_and_teacher():
     logits, feats = disc(wav)
     assert len(logits) == 3 and all(lg.shape[0] == 2 for lg in logits) and all(len(f) == 5 for f in feats)
     assert float(discriminator_loss(logits, logits).detach()) > 0
+    mpd = discriminator_for("tiny", "mpd")
+    logits, feats = mpd(wav[..., :4799])  # not a multiple of every period: reflect-padded
+    assert [lg.shape[-1] for lg in logits] == [2, 3, 5, 7, 11] and all(len(f) == 5 for f in feats)
+    both = discriminator_for("tiny", "both")
+    logits, feats = both(wav.requires_grad_())
+    assert len(logits) == len(feats) == 8
+    sum(lg.mean() for lg in logits).backward()
+    assert wav.grad is not None and float(wav.grad.abs().sum()) > 0
+    with pytest.raises(ValueError, match="msstft"):
+        discriminator_for("tiny", "mel")
     for name, dim in (("mfcc", 40), ("logmel", 80)):
         t = get_teacher(name)
         f = t(wav)

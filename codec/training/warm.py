@@ -66,6 +66,20 @@ def _load_shared(state: dict[str, Any], codec: LLMCodec) -> str:
             f"dropped: {', '.join(dropped)})")
 
 
+def _load_disc(disc: nn.Module, state: dict[str, Any]) -> str:
+    """The saved discriminator into ``disc``; an MS-STFT one into the MS-STFT part of a combined one."""
+    own = disc.state_dict().keys()
+    if set(state) == set(own):
+        disc.load_state_dict(state)
+        return "discriminator"
+    part = getattr(disc, "msstft", None)
+    if part is not None and set(state) == set(part.state_dict()):
+        part.load_state_dict(state)
+        return "discriminator (its MS-STFT part; the multi-period part starts fresh)"
+    raise ValueError("the saved discriminator does not fit this run's --disc; --disc both keeps a saved "
+                     "MS-STFT one (its multi-period part starts fresh), --no-adversarial trains without")
+
+
 def warm_start(directory: Path, llm: Path, codec: LLMCodec, vocab_info: dict[str, Any],
                disc: nn.Module | None, head: nn.Module | None) -> list[str]:
     """Load ``directory``'s weights into ``codec`` (and ``disc``/``head`` when saved); returns what was loaded.
@@ -89,8 +103,7 @@ def warm_start(directory: Path, llm: Path, codec: LLMCodec, vocab_info: dict[str
     aux = aux_weights(directory)
     if aux is not None:
         if disc is not None and aux.get("disc") is not None:
-            disc.load_state_dict(aux["disc"])
-            loaded.append("discriminator")
+            loaded.append(_load_disc(disc, aux["disc"]))
         if head is not None and aux.get("head") is not None:
             head.load_state_dict(aux["head"])
             loaded.append("consistency head")

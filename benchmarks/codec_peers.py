@@ -1,6 +1,6 @@
 """A codec bundle side by side with Codec2 700C/1200/3200 and Opus 6/8 kbps on held-out audio.
 
-    python -m benchmarks.codec_peers [--codec BUNDLE] [--quick] [--per-source N] [--sounds N] [--wer]
+    python -m benchmarks.codec_peers [--codec BUNDLE [BUNDLE ...]] [--quick] [--per-source N] [--sounds N] [--wer]
         [--out DIR] [--force]
 
 Every codec codes the same held-out files (``benchmarks.heldout``: the ``codec/splits.py`` rule) in the
@@ -54,7 +54,7 @@ def llm_codec_kbps(session: Any) -> float:
     return sum(m["frame_rate"] / s * math.log2(n) for s, n in zip(m["vq_strides"], m["codebook_sizes"])) / 1e3
 
 
-def llm_codec_peer(bundle: Path, threads: int | None = 1) -> CodecPeer:
+def llm_codec_peer(bundle: Path, threads: int | None = 1, name: str = "LLM-Codec") -> CodecPeer:
     from runtime.codec import CodecSession
 
     session = CodecSession(bundle, threads=threads)
@@ -63,7 +63,7 @@ def llm_codec_peer(bundle: Path, threads: int | None = 1) -> CodecPeer:
     def roundtrip(pcm: np.ndarray) -> np.ndarray:
         return session.decode(session.encode(pcm))[: len(pcm)]
 
-    return CodecPeer("LLM-Codec", llm_codec_kbps(session), lat, roundtrip)
+    return CodecPeer(name, llm_codec_kbps(session), lat, roundtrip)
 
 
 def _pcm16(pcm: np.ndarray) -> bytes:
@@ -109,17 +109,20 @@ def opus_peer(kbps: int) -> CodecPeer | str:
     return CodecPeer(f"Opus {kbps} kbps", float(kbps), OPUS_LATENCY_MS, roundtrip)
 
 
-def build_peers(codec: Path | None, codec2_modes: Sequence[str] = CODEC2_MODES,
+def build_peers(codec: Path | Sequence[Path] | None, codec2_modes: Sequence[str] = CODEC2_MODES,
                 opus_rates: Sequence[int] = OPUS_KBPS, threads: int | None = 1
                 ) -> tuple[list[CodecPeer], dict[str, str]]:
-    """(runnable peers, {name: why not run}); the bundle first."""
+    """(runnable peers, {name: why not run}); the bundles first. One bundle is named "LLM-Codec", several
+    "LLM-Codec <folder name>" (to compare training runs against the same peers in one command)."""
     peers: list[CodecPeer] = []
     missing: dict[str, str] = {}
-    if codec is not None:
+    bundles = [] if codec is None else [codec] if isinstance(codec, Path) else list(codec)
+    for bundle in bundles:
+        name = "LLM-Codec" if len(bundles) == 1 else f"LLM-Codec {bundle.name}"
         try:
-            peers.append(llm_codec_peer(codec, threads))
+            peers.append(llm_codec_peer(bundle, threads, name))
         except (OSError, ValueError) as e:
-            missing["LLM-Codec"] = f"bundle {codec} cannot be opened: {e}"
+            missing[name] = f"bundle {bundle} cannot be opened: {e}"
     for name, made in [(f"Codec2 {m}", codec2_peer(m)) for m in codec2_modes] + \
                       [(f"Opus {k} kbps", opus_peer(k)) for k in opus_rates]:
         if isinstance(made, str):
@@ -217,7 +220,8 @@ def markdown(summary: Sequence[dict[str, Any]], missing: dict[str, str]) -> str:
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="python -m benchmarks.codec_peers", description=__doc__.split("\n\n")[0],
                                 formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-    p.add_argument("--codec", type=Path, default=None, help="bundle (default: models/default/codec)")
+    p.add_argument("--codec", type=Path, nargs="+", default=None,
+                   help="bundle(s) (default: models/default/codec); several are scored side by side")
     p.add_argument("--data", type=Path, default=SHARED)
     p.add_argument("--quick", action="store_true", help="2 files per speech source, 2 sounds")
     p.add_argument("--per-source", type=int, default=20, help="files per held-out speech source")
@@ -266,9 +270,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     except DefaultsError as e:
         return fatal(str(e))
     env = environment(packages=["onnxruntime", "pesq", "pystoi", "faster-whisper"])
-    write_jsonl(jsonl, rows + summary + [{"env": env, "missing": missing, "codec_bundle": str(a.codec)}])
+    bundles = [str(b) for b in ([a.codec] if isinstance(a.codec, Path) else a.codec)]
+    write_jsonl(jsonl, rows + summary + [{"env": env, "missing": missing, "codec_bundle": bundles}])
     text = markdown(summary, missing)
-    md.write_text(f"# Codec peers on held-out audio\n\nbundle `{a.codec}`, git {env['git_sha']}, {env['cpu']}\n\n{text}")
+    bundles = ", ".join(f"`{b}`" for b in bundles)
+    md.write_text(f"# Codec peers on held-out audio\n\nbundle {bundles}, git {env['git_sha']}, {env['cpu']}\n\n{text}")
     print(text)
     return 0
 

@@ -121,3 +121,18 @@ def test_cli_scores_a_bundle_beside_its_peers(tmp_path, monkeypatch, matched_bun
     md = (tmp_path / "codec_peers.md").read_text()
     assert "| LLM-Codec |" in md and "PESQ-wb" in md
     assert cp.main(["--codec", str(matched_bundle), "--out", str(tmp_path), "--quick"]) == 1  # no --force
+
+
+def test_cli_scores_several_bundles_in_one_run(tmp_path, monkeypatch, matched_bundle):  # noqa: F811
+    """Training runs compared against the same peers in one command: one named row per bundle."""
+    import benchmarks.codec_peers as cp
+
+    monkeypatch.setattr(cp, "heldout_set", lambda data, n, s: {"speech": [SPEECH], "sounds": []})
+    twin = tmp_path / "twin"
+    shutil.copytree(matched_bundle, twin)
+    assert cp.main(["--codec", str(matched_bundle), str(twin), "--out", str(tmp_path / "out"), "--quick"]) == 0
+    lines = [json.loads(l) for l in (tmp_path / "out" / "codec_peers.jsonl").read_text().splitlines()]
+    rows = {r["codec"]: r for r in lines if "lag_ms" in r}
+    a, b = rows[f"LLM-Codec {matched_bundle.name}"], rows["LLM-Codec twin"]
+    assert a["stoi"] == pytest.approx(b["stoi"]) and a["pesq_wb"] == pytest.approx(b["pesq_wb"])
+    assert lines[-1]["codec_bundle"] == [str(matched_bundle), str(twin)]

@@ -34,6 +34,9 @@ VARIANTS: dict[str, list[str]] = {
     "mel-x2": ["--loss-weight", "mel=2"],
     "adv-start-500": ["--adv-start", "500"],
     "bf16": ["--bf16"],
+    "istft-head": ["--override", "decoder_head=istft"],
+    "mpd": ["--disc", "mpd"],
+    "msstft+mpd": ["--disc", "both"],
 }
 COLUMNS = [("variant", "variant", ""), ("steps", "steps", ""), ("audio_s_per_s", "audio s/s", ".1f"),
            ("heldout_recon", "held-out recon", ".3f"), ("heldout_mel", "held-out mel", ".3f"),

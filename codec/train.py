@@ -91,6 +91,10 @@ def build_parser() -> argparse.ArgumentParser:
                     help="warm start: codec weights from this checkpoint (a run dir or the weights-only "
                          "models/default/checkpoint; its discriminator too when it holds train_state.pt); "
                          "fresh optimiser and LR schedule")
+    ap.add_argument("--vq-gain-every", type=int, default=0, metavar="N",
+                    help="every N steps (from the first), rescale each VQ layer's projected codebook to the "
+                         "least-squares gain on the batch (MultiScaleRVQ.match_gains); 0: never. The search is "
+                         "by direction only, and the default codec's rows had drifted 3-5x too short")
     ap.add_argument("--freeze", nargs="+", default=[], choices=FREEZABLE, metavar="PART",
                     help=f"keep these codec parts fixed ({', '.join(FREEZABLE)}): e.g. a new --override "
                          "decoder_head=istft trained over the warm-started encoder and quantizer, whose codes "
@@ -238,13 +242,16 @@ def _train(args: argparse.Namespace, info, device: torch.device) -> int:
     disc = None if args.no_adversarial else discriminator_for(cfg.preset, args.disc)
     opt = OptimConfig(lr=args.lr, warmup=args.warmup, schedule=args.schedule, final_lr_ratio=args.final_lr_ratio,
                       grad_clip=args.grad_clip, adv_start=args.adv_start, disc_every=args.disc_every,
-                      bf16=args.bf16)
+                      bf16=args.bf16, gain_every=args.vq_gain_every)
     vocab_info = make_vocab_info(vocab, word_ids, residual_ids)
     if args.init is not None:
         try:
             warm_start(args.init, args.llm, codec, vocab_info, disc, objective.head)
         except (FileNotFoundError, ValueError) as e:
             die(str(e))
+    if args.vq_gain_every and ("quantizer" in args.freeze or info.world_size > 1):
+        die("--vq-gain-every rescales the quantizer in place: not with --freeze quantizer, and not under DDP "
+            "(each process would rescale on its own batch)")
     for part in args.freeze:
         getattr(codec, part).requires_grad_(False)
     trainer = Trainer(codec, objective, disc, opt, args.steps, info, device)

@@ -159,3 +159,26 @@ def test_bad_latents_and_codes_are_reported(rvq: MultiScaleRVQ) -> None:
         rvq.from_codes([codes[0], codes[1][:, :1], codes[2]])
     with pytest.raises(ValueError, match="expected 3 code layers"):
         rvq.from_codes(codes[:2])
+
+
+def test_match_gains_refits_each_layer_scale_in_closed_form() -> None:
+    """A row-length mismatch (rows 4x too short) is found and removed: the factors fold into cb_proj, layer-1
+    codes do not move (the search is by direction), the residual shrinks, and a second fit changes nothing."""
+    cfg = tiny_config()
+    rvq = MultiScaleRVQ(cfg, *random_tables(cfg))
+    with torch.no_grad():
+        for proj in rvq.cb_proj:
+            proj.weight.mul_(0.25)
+            proj.bias.mul_(0.25)
+    z = torch.randn(2, cfg.latent_dim, 16, generator=torch.Generator().manual_seed(3)) * 3
+    with torch.no_grad():
+        zq0, codes0, _, _ = rvq.quantize(z)
+        factors = rvq.match_gains(z, limit=100.0)
+        zq1, codes1, _, _ = rvq.quantize(z)
+        again = rvq.match_gains(z)
+    assert factors[0] > 2 and all(f > 1 for f in factors), factors
+    assert torch.equal(codes0[0], codes1[0])
+    assert float((z - zq1).norm()) < float((z - zq0).norm())
+    assert again == pytest.approx([1.0, 1.0, 1.0], abs=1e-4)
+    zq, _, _, _ = rvq.quantize(z.requires_grad_())  # with grad: the least-squares gains are kept for logging
+    assert rvq.last_gains == pytest.approx([1.0, 1.0, 1.0], abs=1e-3)

@@ -162,6 +162,25 @@ def test_warm_start_with_a_new_decoder_head_frozen_encoder_and_both_discriminato
     assert "--disc both keeps" in capsys.readouterr().err
 
 
+def test_vq_gain_refit_is_logged_and_folded_into_the_checkpoint(trained, tiny_gguf, lists, tmp_path,
+                                                                capsys):  # noqa: F811
+    """--vq-gain-every 1: every step's least-squares gain per layer is logged (gain_l1..3), and the rescale
+    lives in cb_proj (plain rows at export); it cannot be combined with a frozen quantizer."""
+    out = tmp_path / "gain"
+    assert main(_args(tiny_gguf, out, 4, "--data", str(lists[0]), "--init", str(trained), "--vq-gain-every", "1",
+                      "--log-every", "1")) == 0
+    rows = read_metrics(out / "metrics.csv")
+    assert all(f"gain_l{k}" in rows[0] for k in (1, 2, 3))
+    assert all(0 < r[f"gain_l{k}"] < 10 for r in rows for k in (1, 2, 3))  # the fit itself: test_quantizer
+    old, _ = load_checkpoint(trained)
+    new, _ = load_checkpoint(out)
+    assert not torch.equal(old.quantizer.cb_proj[0].weight, new.quantizer.cb_proj[0].weight)
+    with pytest.raises(SystemExit):
+        main(_args(tiny_gguf, tmp_path / "bad", 1, "--data", str(lists[0]), "--vq-gain-every", "5",
+                   "--freeze", "quantizer"))
+    assert "--vq-gain-every rescales" in capsys.readouterr().err
+
+
 def test_disc_every_skips_discriminator_steps(tiny_gguf, lists, tmp_path):  # noqa: F811
     out = tmp_path / "every2"
     assert main(_args(tiny_gguf, out, 6, "--data", str(lists[0]), "--disc-every", "2", "--log-every", "1")) == 0

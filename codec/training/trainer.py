@@ -34,6 +34,7 @@ class OptimConfig:
     adv_start: int = 0  # first step with the discriminator (None-like: >= total steps disables it)
     disc_every: int = 1  # discriminator update + adversarial terms on every N-th step from adv_start
     bf16: bool = False  # bf16 autocast of the convolutions (search, losses, audio stay float32)
+    gain_every: int = 0  # re-fit the VQ layers' scales (MultiScaleRVQ.match_gains) every N steps; 0: never
 
 
 class CodecWithHead(nn.Module):
@@ -105,6 +106,9 @@ class Trainer:
             self.disc.requires_grad_(True)
         logs.update({k: float(v.detach()) for k, v in terms.items()})
         logs["grad_norm"], logs["lr"] = float(grad_norm), self.sched_g.get_last_lr()[0]
+        logs.update({f"gain_l{k + 1}": g for k, g in enumerate(self.codec.quantizer.last_gains)})
+        if self.opt_cfg.gain_every and step % self.opt_cfg.gain_every == 0:
+            self.codec.quantizer.match_gains(out.z.detach().float())
         return logs
 
     def _autocast(self) -> torch.autocast:

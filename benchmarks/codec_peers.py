@@ -229,8 +229,22 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--wer", action="store_true", help="Whisper base word error rate (slow: ~1-3 s per clip)")
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--out", type=Path, default=Path("benchmarks/results/codec_peers"))
+    p.add_argument("--spectrograms", type=int, default=0, metavar="N",
+                   help="also plot the first N seconds of the first held-out speech file through every codec "
+                        "(codec_peers_spectrograms.png in --out); 0: no plot")
     p.add_argument("--force", action="store_true")
     return p
+
+
+def spectrogram_figure(files: dict[str, list[Path]], peers: Sequence[CodecPeer], seconds: int, path: Path,
+                       env: dict[str, Any]) -> Path:
+    """The first speech file's first ``seconds`` through every peer, each output aligned to the input."""
+    from benchmarks import plots
+    from runtime.audio import read_audio
+
+    pcm = read_audio(files["speech"][0], 16000)[: 16000 * seconds]
+    pairs = [(f"{p.name} ({Path(files['speech'][0]).name})", pcm, align(pcm, p.roundtrip(pcm))[1]) for p in peers]
+    return plots.spectrograms(pairs, path, env)
 
 
 def run(a: argparse.Namespace, log: Callable[[str], None] = print) -> tuple[list[dict], list[dict], dict[str, str]]:
@@ -252,6 +266,10 @@ def run(a: argparse.Namespace, log: Callable[[str], None] = print) -> tuple[list
         else:
             judge = Judge(threads=a.threads)
     rows = evaluate(files, peers, judge, log)
+    if getattr(a, "spectrograms", 0) and files["speech"]:
+        from benchmarks.common import environment
+
+        spectrogram_figure(files, peers, a.spectrograms, a.out / "codec_peers_spectrograms.png", environment())
     return rows, summarise(rows, peers), missing
 
 

@@ -130,7 +130,9 @@ def test_cli_scores_several_bundles_in_one_run(tmp_path, monkeypatch, matched_bu
     monkeypatch.setattr(cp, "heldout_set", lambda data, n, s: {"speech": [SPEECH], "sounds": []})
     twin = tmp_path / "twin"
     shutil.copytree(matched_bundle, twin)
-    assert cp.main(["--codec", str(matched_bundle), str(twin), "--out", str(tmp_path / "out"), "--quick"]) == 0
+    assert cp.main(["--codec", str(matched_bundle), str(twin), "--out", str(tmp_path / "out"), "--quick",
+                    "--spectrograms", "1"]) == 0
+    assert (tmp_path / "out" / "codec_peers_spectrograms.png").stat().st_size > 10_000
     lines = [json.loads(l) for l in (tmp_path / "out" / "codec_peers.jsonl").read_text().splitlines()]
     rows = {r["codec"]: r for r in lines if "lag_ms" in r}
     a, b = rows[f"LLM-Codec {matched_bundle.name}"], rows["LLM-Codec twin"]

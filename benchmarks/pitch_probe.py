@@ -3,9 +3,8 @@
     python -m benchmarks.pitch_probe --checkpoint models/default/checkpoint --llm models/default/llm.gguf \
         [--codec BUNDLE ...] [--per-source 6] [--json-out F]
 
-The held-out speech of ``benchmarks.codec_peers`` (``benchmarks.heldout``) is pitch-tracked with YIN
-(de Cheveigné & Kawahara 2002; 60-400 Hz, one 1024-sample window ending at each 30 ms latent frame, voiced
-where the normalised difference dips below 0.15). Then:
+The held-out speech of ``benchmarks.codec_peers`` (``benchmarks.heldout``) is pitch-tracked with
+``codec.pitch.yin`` (60-400 Hz, one 1024-sample window ending at each 30 ms latent frame). Then:
 
 - **probe**: ridge regression from each latent frame to log F0 on the voiced frames of half the files, R² on
   the other half, for the encoder output ``z``, the quantised ``zq`` and each code layer alone. High for
@@ -24,37 +23,17 @@ from typing import Any, Callable, Sequence
 
 import numpy as np
 
-HOP, WINDOW = 480, 1024
-FMIN, FMAX, THRESHOLD = 60.0, 400.0, 0.15
+HOP = 480
 
 
-def yin(pcm: np.ndarray, frames: int, rate: int = 16000) -> np.ndarray:
-    """F0 in Hz per latent frame ``t`` (window ending at sample ``480·(t+1)``), NaN where unvoiced: ``(frames,)``."""
-    tau_min, tau_max = int(rate / FMAX), int(rate / FMIN)
-    w = WINDOW - tau_max
-    padded = np.concatenate([np.zeros(WINDOW), np.asarray(pcm, np.float64), np.zeros(HOP * frames)])
-    out = np.full(frames, np.nan)
-    taus = np.arange(1, tau_max + 1)
-    for t in range(frames):
-        end = WINDOW + HOP * (t + 1)
-        x = padded[end - WINDOW:end]
-        if not np.any(x):
-            continue
-        sq = np.concatenate([[0.0], np.cumsum(x * x)])
-        e0 = sq[w]
-        et = sq[taus + w] - sq[taus]
-        corr = np.array([np.dot(x[:w], x[k:k + w]) for k in taus])
-        d = e0 + et - 2 * corr
-        cmnd = d * taus / np.maximum(np.cumsum(d), 1e-12)
-        region = cmnd[tau_min - 1:]
-        below = np.nonzero(region < THRESHOLD)[0]
-        if len(below) == 0:
-            continue
-        i = below[0]
-        while i + 1 < len(region) and region[i + 1] < region[i]:
-            i += 1  # down to the local minimum after the first dip
-        out[t] = rate / (i + tau_min)
-    return out
+def track(pcm: np.ndarray, frames: int) -> np.ndarray:
+    """``codec.pitch.yin`` on one clip: F0 in Hz per latent frame, NaN where unvoiced, ``(frames,)``."""
+    import torch
+
+    from codec.pitch import yin
+
+    f0, voiced = yin(torch.from_numpy(np.asarray(pcm, np.float64))[None], frames)
+    return np.where(voiced[0].numpy(), f0[0].numpy().astype(np.float64), np.nan)
 
 
 def ridge_r2(x_train: np.ndarray, y_train: np.ndarray, x_test: np.ndarray, y_test: np.ndarray,
@@ -129,12 +108,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         pcm = read_audio(path, 16000)
         feats = latent_features(model, pcm)
         frames = min(len(v) for v in feats.values())
-        f0 = yin(pcm, frames)
+        f0 = track(pcm, frames)
         per_file.append(({k: v[:frames] for k, v in feats.items()}, f0))
         for name, roundtrip in codecs.items():
             ref, out, _ = align(pcm, roundtrip(pcm))
             n = min(len(ref), len(out)) // HOP
-            kept[name] += pitch_kept(yin(ref, n), yin(out, n))
+            kept[name] += pitch_kept(track(ref, n), track(out, n))
     half = len(per_file) // 2
     probe = {}
     for key in per_file[0][0]:

@@ -181,6 +181,18 @@ def test_vq_gain_refit_is_logged_and_folded_into_the_checkpoint(trained, tiny_gg
     assert "--vq-gain-every rescales" in capsys.readouterr().err
 
 
+def test_pitch_loss_trains_a_head_that_resumes(tiny_gguf, lists, tmp_path):  # noqa: F811
+    out = tmp_path / "pitch"
+    args = ["--data", str(lists[0]), "--loss-weight", "pitch=1", "--ckpt-every", "2"]
+    assert main(_args(tiny_gguf, out, 2, *args, "--log-every", "1")) == 0
+    rows = read_metrics(out / "metrics.csv")
+    assert all(np.isfinite(r["pitch"]) and r["pitch"] > 0 for r in rows)
+    assert torch.load(out / "train_state.pt", weights_only=False)["trainer"]["pitch_head"] is not None
+    assert main(_args(tiny_gguf, out, 3, *args, "--resume")) == 0
+    with pytest.raises(ValueError, match="pitch loss"):
+        main(_args(tiny_gguf, out, 4, "--data", str(lists[0]), "--resume"))
+
+
 def test_disc_every_skips_discriminator_steps(tiny_gguf, lists, tmp_path):  # noqa: F811
     out = tmp_path / "every2"
     assert main(_args(tiny_gguf, out, 6, "--data", str(lists[0]), "--disc-every", "2", "--log-every", "1")) == 0

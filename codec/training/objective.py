@@ -10,6 +10,7 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
+from codec.pitch import PitchHead, pitch_loss
 from codec.losses import (MultiResolutionMelLoss, MultiResolutionSTFTLoss, consistency_loss, feature_matching_loss,
                           generator_adversarial_loss, semantic_loss)
 from codec.teacher import Teacher
@@ -29,6 +30,7 @@ class LossWeights:
     consistency: float = 1.0
     adversarial: float = 1.0
     feature: float = 2.0
+    pitch: float = 0.0  # F0 + voicing from zq against YIN targets (codec.pitch); 0: off (no head)
 
     def update(self, assignments: list[str]) -> "LossWeights":
         """Apply ``name=value`` strings (``--loss-weight mel=2``)."""
@@ -83,6 +85,7 @@ class GeneratorObjective(nn.Module):
         self.mel = MultiResolutionMelLoss(sample_rate)
         self.teacher = teacher
         self.head = nn.Linear(latent_dim, teacher.dim) if teacher is not None else None
+        self.pitch_head = PitchHead(latent_dim) if weights.pitch > 0 else None
         self.text_targets = text_targets
 
     def reconstruction(self, audio: Tensor, wav: Tensor) -> dict[str, Tensor]:
@@ -90,13 +93,15 @@ class GeneratorObjective(nn.Module):
 
     def forward(self, out, wav: Tensor, texts: list[str | None], cb_proj1: nn.Module,
                 disc_fake: tuple[list[Tensor], list[list[Tensor]]] | None = None,
-                disc_real_feats: list[list[Tensor]] | None = None, head_pred: Tensor | None = None) -> dict[str, Tensor]:
+                disc_real_feats: list[list[Tensor]] | None = None, head_pred: Tensor | None = None,
+                pitch_pred: Tensor | None = None) -> dict[str, Tensor]:
         """All generator terms plus ``total`` (weighted sum) for a model output ``out`` on ``wav (B, 1, N)``.
 
         ``out`` is a :class:`codec.model.CodecOutput`: ``audio (B, 1, N)``, ``vq_losses`` (scalars) and
         ``per_layer_zq`` (layer ``l``: ``(B, latent, T)``). ``cb_proj1`` is the layer-1 projection ``Linear(D_llm -> latent)``.
         ``head_pred (B, T, F)`` is ``self.head`` applied to layer-2 zq (computed inside the DDP-wrapped
-        module so the head's gradients are synchronised); computed here when None.
+        module so the head's gradients are synchronised); computed here when None. ``pitch_pred (B, T, 2)``
+        likewise for ``self.pitch_head`` on zq.
         """
         terms = self.reconstruction(out.audio, wav)
         terms["commitment"], terms["codebook"] = out.vq_losses.commitment, out.vq_losses.codebook
@@ -110,6 +115,9 @@ class GeneratorObjective(nn.Module):
         if self.teacher is not None and self.weights.consistency > 0:
             pred = self.head(out.per_layer_zq[1].transpose(1, 2)) if head_pred is None else head_pred  # (B, T, F)
             terms["consistency"] = consistency_loss(pred, self.teacher(wav))
+        if self.pitch_head is not None:
+            pred = self.pitch_head(out.zq) if pitch_pred is None else pitch_pred  # (B, T, 2)
+            terms["pitch"] = pitch_loss(pred, wav)
         if disc_fake is not None:
             terms["adversarial"] = generator_adversarial_loss(disc_fake[0])
             terms["feature"] = feature_matching_loss(disc_real_feats, disc_fake[1])

@@ -38,16 +38,17 @@ class OptimConfig:
 
 
 class CodecWithHead(nn.Module):
-    """The codec plus the consistency head, so DDP synchronises both with one wrapper."""
+    """The codec plus the consistency and pitch heads, so DDP synchronises all with one wrapper."""
 
-    def __init__(self, codec: LLMCodec, head: nn.Module | None) -> None:
+    def __init__(self, codec: LLMCodec, head: nn.Module | None, pitch_head: nn.Module | None = None) -> None:
         super().__init__()
-        self.codec, self.head = codec, head
+        self.codec, self.head, self.pitch_head = codec, head, pitch_head
 
     def forward(self, wav: Tensor):
         out = self.codec(wav)
         pred = self.head(out.per_layer_zq[1].transpose(1, 2)).float() if self.head is not None else None
-        return out, pred
+        pitch = self.pitch_head(out.zq) if self.pitch_head is not None else None
+        return out, pred, pitch
 
 
 class Trainer:
@@ -57,7 +58,7 @@ class Trainer:
                  total_steps: int, info: DistInfo, device: torch.device) -> None:
         self.codec, self.objective, self.disc, self.opt_cfg = codec.to(device), objective.to(device), disc, opt
         self.info, self.device = info, device
-        self.gen = CodecWithHead(self.codec, objective.head)
+        self.gen = CodecWithHead(self.codec, objective.head, objective.pitch_head)
         self.gen_params = [p for p in self.gen.parameters() if p.requires_grad]
         self.opt_g = torch.optim.AdamW(self.gen_params, opt.lr, betas=opt.betas, eps=opt.eps,
                                        weight_decay=opt.weight_decay)
@@ -86,7 +87,7 @@ class Trainer:
     def step(self, wav: Tensor, texts: list[str | None], step: int) -> dict[str, float]:
         """One optimisation step on ``wav (B, 1, N)``; returns detached loss values, grad norm and lr."""
         with self._autocast():
-            out, head_pred = self.gen_ddp(wav)
+            out, head_pred, pitch_pred = self.gen_ddp(wav)
         logs: dict[str, float] = {}
         disc_fake = real_feats = None
         if self.uses_disc(step):
@@ -95,7 +96,7 @@ class Trainer:
             with self._autocast():
                 disc_fake = self.disc(out.audio)
         terms = self.objective(out, wav, texts, self.codec.quantizer.cb_proj[0], disc_fake, real_feats,
-                               head_pred=head_pred)
+                               head_pred=head_pred, pitch_pred=pitch_pred)
         self.opt_g.zero_grad(set_to_none=True)
         terms["total"].backward()
         grad_norm = torch.nn.utils.clip_grad_norm_(self.gen_params, self.opt_cfg.grad_clip)
@@ -152,7 +153,9 @@ class Trainer:
 
     def state_dict(self) -> dict[str, Any]:
         state = {"opt_g": self.opt_g.state_dict(), "sched_g": self.sched_g.state_dict(),
-                 "head": self.objective.head.state_dict() if self.objective.head is not None else None}
+                 "head": self.objective.head.state_dict() if self.objective.head is not None else None,
+                 "pitch_head": (self.objective.pitch_head.state_dict()
+                                if self.objective.pitch_head is not None else None)}
         if self.disc is not None:
             state.update(disc=self.disc.state_dict(), opt_d=self.opt_d.state_dict(), sched_d=self.sched_d.state_dict())
         return state
@@ -163,8 +166,12 @@ class Trainer:
             raise ValueError("--resume: the checkpoint was trained with a different --teacher setting")
         if (state.get("disc") is None) != (self.disc is None):
             raise ValueError("--resume: the checkpoint was trained with a different adversarial setting")
+        if (state.get("pitch_head") is None) != (self.objective.pitch_head is None):
+            raise ValueError("--resume: the checkpoint was trained with a different pitch loss setting")
         if self.objective.head is not None:
             self.objective.head.load_state_dict(state["head"])
+        if self.objective.pitch_head is not None:
+            self.objective.pitch_head.load_state_dict(state["pitch_head"])
         self.opt_g.load_state_dict(state["opt_g"])
         self.sched_g.load_state_dict(state["sched_g"])
         if self.disc is not None:

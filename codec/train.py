@@ -246,7 +246,7 @@ def _train(args: argparse.Namespace, info, device: torch.device) -> int:
     vocab_info = make_vocab_info(vocab, word_ids, residual_ids)
     if args.init is not None:
         try:
-            warm_start(args.init, args.llm, codec, vocab_info, disc, objective.head)
+            warm_start(args.init, args.llm, codec, vocab_info, disc, objective.head, objective.pitch_head)
         except (FileNotFoundError, ValueError) as e:
             die(str(e))
     if args.vq_gain_every and ("quantizer" in args.freeze or info.world_size > 1):

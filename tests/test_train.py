@@ -181,7 +181,7 @@ def test_vq_gain_refit_is_logged_and_folded_into_the_checkpoint(trained, tiny_gg
     assert "--vq-gain-every rescales" in capsys.readouterr().err
 
 
-def test_pitch_loss_trains_a_head_that_resumes(tiny_gguf, lists, tmp_path):  # noqa: F811
+def test_pitch_loss_trains_a_head_that_resumes_and_warm_starts(tiny_gguf, lists, tmp_path, capsys):  # noqa: F811
     out = tmp_path / "pitch"
     args = ["--data", str(lists[0]), "--loss-weight", "pitch=1", "--ckpt-every", "2"]
     assert main(_args(tiny_gguf, out, 2, *args, "--log-every", "1")) == 0
@@ -191,6 +191,13 @@ def test_pitch_loss_trains_a_head_that_resumes(tiny_gguf, lists, tmp_path):  # n
     assert main(_args(tiny_gguf, out, 3, *args, "--resume")) == 0
     with pytest.raises(ValueError, match="pitch loss"):
         main(_args(tiny_gguf, out, 4, "--data", str(lists[0]), "--resume"))
+    from codec.publish import main as publish
+
+    assert publish([str(out), str(tmp_path / "pub")]) == 0
+    capsys.readouterr()
+    assert main(_args(tiny_gguf, tmp_path / "warm", 1, *args[:2], "--loss-weight", "pitch=1", "--init",
+                      str(tmp_path / "pub"))) == 0
+    assert "pitch head" in capsys.readouterr().err
 
 
 def test_disc_every_skips_discriminator_steps(tiny_gguf, lists, tmp_path):  # noqa: F811

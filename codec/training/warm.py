@@ -30,10 +30,11 @@ def aux_weights(run_dir: Path) -> dict[str, Any] | None:
     published ``train_aux.safetensors``; None when the directory has neither."""
     if (run_dir / TRAIN_STATE_FILE).is_file():
         state = load_train_state(run_dir)["trainer"]
-        return {"disc": state.get("disc"), "head": state.get("head")}
+        return {"disc": state.get("disc"), "head": state.get("head"), "pitch_head": state.get("pitch_head")}
     if (run_dir / AUX_FILE).is_file():
         flat = load_file(str(run_dir / AUX_FILE))
-        split = {p: {k[len(p) + 1:]: v for k, v in flat.items() if k.startswith(p + ".")} for p in ("disc", "head")}
+        split = {p: {k[len(p) + 1:]: v for k, v in flat.items() if k.startswith(p + ".")}
+                 for p in ("disc", "head", "pitch_head")}
         return {p: (d or None) for p, d in split.items()}
     return None
 
@@ -81,7 +82,7 @@ def _load_disc(disc: nn.Module, state: dict[str, Any]) -> str:
 
 
 def warm_start(directory: Path, llm: Path, codec: LLMCodec, vocab_info: dict[str, Any],
-               disc: nn.Module | None, head: nn.Module | None) -> list[str]:
+               disc: nn.Module | None, head: nn.Module | None, pitch_head: nn.Module | None = None) -> list[str]:
     """Load ``directory``'s weights into ``codec`` (and ``disc``/``head`` when saved); returns what was loaded.
 
     Raises ``ValueError`` when the checkpoint's config or token tables differ from this run's."""
@@ -107,5 +108,8 @@ def warm_start(directory: Path, llm: Path, codec: LLMCodec, vocab_info: dict[str
         if head is not None and aux.get("head") is not None:
             head.load_state_dict(aux["head"])
             loaded.append("consistency head")
+        if pitch_head is not None and aux.get("pitch_head") is not None:
+            pitch_head.load_state_dict(aux["pitch_head"])
+            loaded.append("pitch head")
     print(f"warm start from {directory}: {', '.join(loaded)}", file=sys.stderr)
     return loaded

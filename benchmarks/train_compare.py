@@ -71,7 +71,11 @@ def plot(curves: dict[str, Curve], out: Path) -> None:
     for name, curve in curves.items():
         for ax, key in zip(axes, ("recon", "mel")):
             ax.plot([m for m, _, _ in curve], [r[key] for _, _, r in curve], marker="o", label=name)
+    import numpy as np
+
     for ax, key in zip(axes, ("recon", "mel")):
+        values = [r[key] for curve in curves.values() for _, _, r in curve]
+        ax.set_ylim(min(values) * 0.98, float(np.median(values)) * 1.15)  # a fresh head's first eval is off-scale
         ax.set_xlabel("training minutes")
         ax.set_ylabel(f"held-out {key} loss (lower is better)")
         ax.grid(alpha=0.3)

@@ -45,6 +45,17 @@ class STFTDiscriminator(nn.Module):
         return self.post(x), feats
 
 
+def _run_all(discs: nn.ModuleList, wav: Tensor) -> tuple[list[Tensor], list[list[Tensor]]]:
+    """Every sub-discriminator on ``wav``: (logits, feature-map lists), float32 for the losses also under a
+    bf16 autocast."""
+    logits, feats = [], []
+    for disc in discs:
+        lg, ft = disc(wav)
+        logits.append(lg.float())
+        feats.append([f.float() for f in ft])
+    return logits, feats
+
+
 class MultiScaleSTFTDiscriminator(nn.Module):
     """Sub-discriminators at FFT sizes 1024/2048/512 (hop = FFT/4), as in Encodec."""
 
@@ -54,12 +65,7 @@ class MultiScaleSTFTDiscriminator(nn.Module):
 
     def forward(self, wav: Tensor) -> tuple[list[Tensor], list[list[Tensor]]]:
         """``wav (B, 1, N)`` -> (per-scale logits, per-scale feature-map lists)."""
-        logits, feats = [], []
-        for disc in self.discs:
-            lg, ft = disc(wav)
-            logits.append(lg.float())  # float32 for the losses, also under a bf16 autocast
-            feats.append([f.float() for f in ft])
-        return logits, feats
+        return _run_all(self.discs, wav)
 
 
 class PeriodDiscriminator(nn.Module):
@@ -99,12 +105,7 @@ class MultiPeriodDiscriminator(nn.Module):
         self.discs = nn.ModuleList(PeriodDiscriminator(p, filters) for p in periods)
 
     def forward(self, wav: Tensor) -> tuple[list[Tensor], list[list[Tensor]]]:
-        logits, feats = [], []
-        for disc in self.discs:
-            lg, ft = disc(wav)
-            logits.append(lg.float())
-            feats.append([f.float() for f in ft])
-        return logits, feats
+        return _run_all(self.discs, wav)
 
 
 class CombinedDiscriminator(nn.Module):

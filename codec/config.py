@@ -8,6 +8,9 @@ from pathlib import Path
 from typing import Any
 
 
+DECODER_HEADS = ("conv", "istft", "harmonic")
+
+
 @dataclass(frozen=True)
 class CodecConfig:
     """Hyper-parameters of the causal LLM-Codec.
@@ -36,12 +39,15 @@ class CodecConfig:
     attn_window: int = 8
     attn_dim_head: int = 64
     preset: str = "paper"
-    # Decoder output: "conv" (transposed-conv stages down to the sample rate) or "istft" (the first
+    # Decoder output: "conv" (transposed-conv stages down to the sample rate), "istft" (the first
     # ``head_blocks`` decoder stages, then a Vocos-style inverse-STFT head of width ``head_dim``,
     # codec.modules.istft). Configs saved before these fields existed load as "conv".
     decoder_head: str = "conv"
     head_blocks: int = 1
     head_dim: int = 256
+    # decoder_head "harmonic": the "istft" head plus an oscillator bank of this many harmonics of a predicted
+    # F0 (codec.modules.harmonic).
+    harmonics: int = 64
 
     def __post_init__(self) -> None:
         for name in ("encoder_rates", "decoder_rates", "vq_strides", "dilations"):
@@ -50,9 +56,11 @@ class CodecConfig:
             raise ValueError(f"encoder rates {self.encoder_rates} and decoder rates {self.decoder_rates} differ in hop")
         if self.vq_strides[-1] != 1 or any(self.vq_strides[0] % s for s in self.vq_strides):
             raise ValueError(f"vq_strides {self.vq_strides} must divide the first and end with 1")
-        if self.decoder_head not in ("conv", "istft"):
-            raise ValueError(f"decoder_head must be 'conv' or 'istft', got {self.decoder_head!r}")
-        if self.decoder_head == "istft" and not 0 <= self.head_blocks < len(self.decoder_rates):
+        if self.decoder_head not in DECODER_HEADS:
+            raise ValueError(f"decoder_head must be one of {DECODER_HEADS}, got {self.decoder_head!r}")
+        if self.harmonics < 1:
+            raise ValueError(f"harmonics must be >= 1, got {self.harmonics}")
+        if self.decoder_head != "conv" and not 0 <= self.head_blocks < len(self.decoder_rates):
             raise ValueError(f"head_blocks {self.head_blocks} must lie in [0, {len(self.decoder_rates)}) "
                              f"for decoder rates {self.decoder_rates}")
 

@@ -36,6 +36,8 @@ class CodecOutput:
     zq: Tensor  # (B, latent, T) summed quantised latents (straight-through)
     per_layer_zq: list[Tensor]  # per layer (B, latent, T): [0] for the semantic loss, [1] for consistency
     vq_losses: VQLosses
+    pitch: Tensor | None = None  # (B, L, 2) a harmonic head's log(F0/100 Hz) and voicing logit per head frame
+    pitch_hop: int = 0  # samples per frame of ``pitch``
 
 
 class LLMCodec(nn.Module):
@@ -66,8 +68,11 @@ class LLMCodec(nn.Module):
             raise ValueError("empty audio: need at least one sample")
         return F.pad(wav, (0, -wav.shape[-1] % self.group_samples))
 
-    def forward(self, wav: Tensor) -> CodecOutput:
-        """``wav (B, 1, N)`` in [-1, 1] at ``cfg.sample_rate`` -> :class:`CodecOutput`."""
+    def forward(self, wav: Tensor, f0_hz: Tensor | None = None) -> CodecOutput:
+        """``wav (B, 1, N)`` in [-1, 1] at ``cfg.sample_rate`` -> :class:`CodecOutput`.
+
+        ``f0_hz (B, L)`` (L = padded N / ``cfg.head_hop``), where positive, drives a harmonic head's
+        oscillators instead of its predicted F0 (teacher forcing; ignored by other heads)."""
         n = wav.shape[-1]
         z = self.encoder(self.pad_audio(wav))
         # Under a bf16 autocast (codec.train --bf16) the convolutions run in bf16, but the cosine search,
@@ -75,8 +80,8 @@ class LLMCodec(nn.Module):
         # losses need float32.
         with torch.autocast(z.device.type, enabled=False):
             zq, codes, losses, per_layer = self.quantizer.quantize(z.float())
-        audio = self.decoder(zq)[..., :n].float()
-        return CodecOutput(audio, codes, z.float(), zq, per_layer, losses)
+        audio, pitch = self.decoder.forward_with_pitch(zq, f0_hz)
+        return CodecOutput(audio[..., :n].float(), codes, z.float(), zq, per_layer, losses, pitch, self.cfg.head_hop)
 
     def encode(self, wav: Tensor) -> list[Tensor]:
         """``wav (B, 1, N)`` -> codes ``[(B, G), (B, 2G), (B, 4G)]`` with ``G = ceil(N / group_samples)``."""

@@ -91,6 +91,9 @@ def build_parser() -> argparse.ArgumentParser:
                     help="warm start: codec weights from this checkpoint (a run dir or the weights-only "
                          "models/default/checkpoint; its discriminator too when it holds train_state.pt); "
                          "fresh optimiser and LR schedule")
+    ap.add_argument("--f0-teacher", type=float, default=0.5, metavar="P",
+                    help="decoder_head=harmonic: on this share of steps the oscillators play the input's YIN F0 "
+                         "instead of the predicted one (teacher forcing; the F0 predictor learns from the f0 loss)")
     ap.add_argument("--vq-gain-every", type=int, default=0, metavar="N",
                     help="every N steps (from the first), rescale each VQ layer's projected codebook to the "
                          "least-squares gain on the batch (MultiScaleRVQ.match_gains); 0: never. The search is "
@@ -242,7 +245,8 @@ def _train(args: argparse.Namespace, info, device: torch.device) -> int:
     disc = None if args.no_adversarial else discriminator_for(cfg.preset, args.disc)
     opt = OptimConfig(lr=args.lr, warmup=args.warmup, schedule=args.schedule, final_lr_ratio=args.final_lr_ratio,
                       grad_clip=args.grad_clip, adv_start=args.adv_start, disc_every=args.disc_every,
-                      bf16=args.bf16, gain_every=args.vq_gain_every)
+                      bf16=args.bf16, gain_every=args.vq_gain_every,
+                      f0_teacher=args.f0_teacher)
     vocab_info = make_vocab_info(vocab, word_ids, residual_ids)
     if args.init is not None:
         try:

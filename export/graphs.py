@@ -18,7 +18,9 @@ from torch import nn
 from codec.modules.streaming import StepModule
 
 OPSET = 17
-_DTYPES = {torch.float32: "float32", torch.float16: "float16", torch.int64: "int64", torch.int32: "int32"}
+# float64: the harmonic decoder head's oscillator phase (codec.modules.harmonic).
+_DTYPES = {torch.float32: "float32", torch.float64: "float64", torch.float16: "float16", torch.int64: "int64",
+           torch.int32: "int32"}
 # (input name, output name, symbolic time axis in, out) of each half of the codec.
 _IO = {"encoder": ("audio", "latent", "samples", "frames"), "decoder": ("latent", "audio", "frames", "samples")}
 

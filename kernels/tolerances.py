@@ -67,6 +67,12 @@ TOLERANCES: dict[str, Tol] = {
         min_snr_db=80.0,
         note="the same fp32 convs over different chunk shapes (1, 2, 3, 4 frames): only summation "
              "order differs (measured >= 120 dB on the tiny model)"),
+    "audio_oscillator_torch_stream_vs_torch_offline": Tol(
+        atol=2e-3, min_snr_db=60.0,
+        note="decoder_head=harmonic integrates its predicted F0 into a phase, so a float-rounding change "
+             "dF0 of the F0 (~1e-7 relative, from the convs' chunk shapes) moves harmonic k's phase by "
+             "2*pi*k*dF0*t: measured max 9.5e-4 (SNR >= 72 dB) over 0.72 s with 64 harmonics near -10 dB on "
+             "the tiny model (every other head: 1e-5); export.verify's 60 dB gate holds (>= 69 dB measured)"),
     "codec_ort_cpu_vs_torch": Tol(
         min_snr_db=60.0, tie_eps=1e-4, max_tie_rate=0.01,
         note="ORT CPU vs torch eager, every step/offline output and state (measured >= 120 dB); "

@@ -43,6 +43,10 @@ def build_tiny_checkpoint(directory: Path, seed: int = 0, preset: str = "tiny", 
     info = tiny_vocab_info(seed)
     model = LLMCodec(cfg, vocab[info["word_token_ids"]], vocab)
     _randomise_snake(model, seed)
+    if cfg.decoder_head == "harmonic":
+        from helpers_codec import audible_harmonics
+
+        audible_harmonics(model, seed + 2)
     save_checkpoint(directory, model.eval(), info)
     return directory
 

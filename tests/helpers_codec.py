@@ -38,7 +38,19 @@ def make_codec(seed: int = 0, snake_alpha: str = "random", **overrides) -> LLMCo
     model = LLMCodec(cfg, *random_tables(cfg, seed))
     if snake_alpha == "random":
         randomize_snake(model, seed + 1)
+    if cfg.decoder_head == "harmonic":
+        audible_harmonics(model, seed + 2)
     return model.eval()
+
+
+def audible_harmonics(model: LLMCodec, seed: int = 2) -> None:
+    """Make a harmonic head's oscillators audible (the init keeps them at -46 dB): harmonics near -10 dB
+    and an F0 that varies smoothly around 150 Hz, like a trained head's, so tests see the oscillator bank."""
+    gen = torch.Generator().manual_seed(seed)
+    conv = model.decoder.head.harmonic.conv
+    with torch.no_grad():
+        conv.weight.copy_(0.02 * torch.randn(conv.weight.shape, generator=gen))
+        conv.bias[2:] = -2.5
 
 
 def sample_audio(seconds: float, batch: int = 1, seed: int = 0, sample_rate: int = 16000) -> torch.Tensor:

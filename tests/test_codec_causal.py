@@ -7,15 +7,23 @@ import torch
 from codec.config import preset
 from codec.model import LLMCodec
 from helpers_codec import make_codec, sample_audio
+from tolerances import TOLERANCES
 
 pytestmark = pytest.mark.usefixtures("torch_one_thread")
 
 HOP = 480
 ATOL = 1e-5
+# A harmonic head's oscillators integrate F0: float rounding drifts their phase (see the tolerance row).
+OSC_ATOL = TOLERANCES["audio_oscillator_torch_stream_vs_torch_offline"].atol
+
+
+def _audio_atol(codec: LLMCodec) -> float:
+    return OSC_ATOL if codec.cfg.decoder_head == "harmonic" else ATOL
 
 ALPHAS = [pytest.param(("ones", "conv"), id="snake-alpha-ones"),
           pytest.param(("random", "conv"), id="snake-alpha-random"),
-          pytest.param(("random", "istft"), id="istft-head")]
+          pytest.param(("random", "istft"), id="istft-head"),
+          pytest.param(("random", "harmonic"), id="harmonic-head")]
 
 
 @pytest.fixture(scope="module", params=ALPHAS)
@@ -82,11 +90,11 @@ def test_decoder_future_latents_never_change_past_audio(codec: LLMCodec) -> None
     full = codec.decoder(z)
     assert full.shape == (2, 1, 24 * HOP)
     for frames in (1, 6, 13):
-        assert _max_diff(codec.decoder(z[..., :frames]), full[..., : frames * HOP]) < ATOL
+        assert _max_diff(codec.decoder(z[..., :frames]), full[..., : frames * HOP]) < _audio_atol(codec)
     z2 = z.clone()
     z2[..., 9:] = torch.randn(2, codec.cfg.latent_dim, 15, generator=gen)
     moved = codec.decoder(z2)
-    assert _max_diff(moved[..., : 9 * HOP], full[..., : 9 * HOP]) < ATOL
+    assert _max_diff(moved[..., : 9 * HOP], full[..., : 9 * HOP]) < _audio_atol(codec)
     # Frame 9 is heard from its own first sample on: the decoder adds no latency.
     assert _max_diff(moved[..., 9 * HOP: 9 * HOP + 8], full[..., 9 * HOP: 9 * HOP + 8]) > 1e-6
 
@@ -96,7 +104,7 @@ def test_end_to_end_reconstruction_is_causal_per_group(codec: LLMCodec) -> None:
     x = sample_audio(0.96, seed=2)  # 8 groups
     full = codec(x).audio
     half = codec(x[..., : 4 * codec.group_samples]).audio
-    assert _max_diff(half, full[..., : half.shape[-1]]) < ATOL
+    assert _max_diff(half, full[..., : half.shape[-1]]) < _audio_atol(codec)
 
 
 @pytest.mark.parametrize("samples,frames", [

@@ -12,11 +12,18 @@ import torch
 from codec.model import LLMCodec
 from codec.modules import CausalLocalAttention, StepModule
 from helpers_codec import make_codec, sample_audio
+from tolerances import TOLERANCES
 
 pytestmark = pytest.mark.usefixtures("torch_one_thread")
 
 HOP = 480
 ATOL = 1e-5
+# A harmonic head's oscillators integrate F0: float rounding drifts their phase (see the tolerance row).
+OSC_ATOL = TOLERANCES["audio_oscillator_torch_stream_vs_torch_offline"].atol
+
+
+def _audio_atol(codec: LLMCodec) -> float:
+    return OSC_ATOL if codec.cfg.decoder_head == "harmonic" else ATOL
 FRAMES = 24
 
 SCHEDULES = [
@@ -37,9 +44,10 @@ def _chunks(total: int, schedule: list[int]) -> list[tuple[int, int]]:
         start += size
 
 
-@pytest.fixture(scope="module", params=["conv", "istft"])
+@pytest.fixture(scope="module", params=["conv", "istft", "harmonic"])
 def codec(request: pytest.FixtureRequest) -> LLMCodec:
-    """The tiny codec with each decoder output head (transposed convs, or one stage + inverse STFT)."""
+    """The tiny codec with each decoder output head (transposed convs, one stage + inverse STFT, or that plus
+    an oscillator bank)."""
     return make_codec(seed=7, decoder_head=request.param)
 
 
@@ -69,7 +77,10 @@ def test_decoder_stream_equals_offline(codec: LLMCodec, schedule: list[int]) -> 
     offline = codec.decoder(z)
     streamed = _stream(codec.decoder, z, _chunks(FRAMES, schedule), 1, batch=2)
     assert streamed.shape == offline.shape == (2, 1, FRAMES * HOP)
-    assert torch.allclose(streamed, offline, atol=ATOL, rtol=0)
+    assert torch.allclose(streamed, offline, atol=_audio_atol(codec), rtol=0)
+    if codec.cfg.decoder_head == "harmonic":
+        snr = 10 * torch.log10(offline.pow(2).sum() / (streamed - offline).pow(2).sum())
+        assert snr >= TOLERANCES["audio_oscillator_torch_stream_vs_torch_offline"].min_snr_db
 
 
 @pytest.mark.parametrize("schedule", SCHEDULES)
@@ -114,7 +125,7 @@ def test_decode_stream_equals_decode(codec: LLMCodec) -> None:
     stream = codec.decode_stream()
     audio = torch.cat([stream.push([c[:, g * n:(g + 1) * n] for c, n in zip(codes, (1, 2, 4))])
                        for g in range(8)], dim=-1)
-    assert torch.allclose(audio, codec.decode(codes), atol=ATOL, rtol=0)
+    assert torch.allclose(audio, codec.decode(codes), atol=_audio_atol(codec), rtol=0)
 
 
 @pytest.mark.parametrize("part", ["encoder", "decoder"])
@@ -183,7 +194,7 @@ def _ort_steps(block, step_input, steps: int, batch: int = 1) -> float:
 
 
 @pytest.mark.filterwarnings("ignore::DeprecationWarning")  # the legacy (TorchScript) exporter: fast, still supported
-@pytest.mark.parametrize("head", ["conv", "istft"])
+@pytest.mark.parametrize("head", ["conv", "istft", "harmonic"])
 @torch.no_grad()
 def test_steps_trace_to_onnx_and_match_onnxruntime(head: str) -> None:
     model = make_codec(seed=8, decoder_head=head)
@@ -191,4 +202,4 @@ def test_steps_trace_to_onnx_and_match_onnxruntime(head: str) -> None:
     audio = sample_audio(8 * 2 * HOP / 16000, seed=16)
     assert _ort_steps(model.encoder, lambda i: audio[..., 2 * i * HOP:(2 * i + 2) * HOP], steps=8) < 1e-5
     latents = torch.randn(1, model.cfg.latent_dim, 16, generator=torch.Generator().manual_seed(17))
-    assert _ort_steps(model.decoder, lambda i: latents[..., 2 * i:2 * i + 2], steps=8) < 1e-5
+    assert _ort_steps(model.decoder, lambda i: latents[..., 2 * i:2 * i + 2], steps=8) < _audio_atol(model)

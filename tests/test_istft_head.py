@@ -71,9 +71,11 @@ def test_warm_start_of_a_new_head_keeps_encoder_quantizer_and_early_stages() -> 
 
 
 @pytest.mark.filterwarnings("ignore::DeprecationWarning")  # the legacy (TorchScript) exporter
-def test_istft_codec_exports_self_verified_and_streams_torch_free(tmp_path) -> None:
-    """The new head needs nothing new downstream: export verifies it against torch, and the torch-free
-    session's streamed decode equals its offline decode and torch's."""
+@pytest.mark.parametrize("head", ["istft", "harmonic"])
+def test_spectral_head_codecs_export_self_verified_and_stream_torch_free(tmp_path, head: str) -> None:
+    """The new heads need nothing new downstream: export verifies them against torch, and the torch-free
+    session's streamed decode equals its offline decode and torch's (the harmonic head's float64 phase state
+    travels through the manifest like any other)."""
     pytest.importorskip("onnxruntime")
     from export_fixtures import build_tiny_checkpoint, real_speech
 
@@ -83,7 +85,7 @@ def test_istft_codec_exports_self_verified_and_streams_torch_free(tmp_path) -> N
     from runtime.codec import CodecSession
     from tolerances import TOLERANCES
 
-    build_tiny_checkpoint(tmp_path / "ckpt", decoder_head="istft")
+    build_tiny_checkpoint(tmp_path / "ckpt", decoder_head=head)
     export_bundle(tmp_path / "ckpt", tmp_path / "bundle", log=lambda line: None)
     session = CodecSession(tmp_path / "bundle", provider="cpu", threads=1)
     speech = real_speech(seconds=1.0)

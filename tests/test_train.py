@@ -13,6 +13,7 @@ from safetensors.torch import load_file
 
 from codec.checkpoint import load_checkpoint
 from codec.discriminator import MultiScaleSTFTDiscriminator, discriminator_for
+from codec.modules.harmonic import INIT_LOG_AMPLITUDE, INIT_LOG_F0
 from codec.losses import (MultiResolutionMelLoss, MultiResolutionSTFTLoss, consistency_loss, discriminator_loss,
                           semantic_loss)
 from codec.teacher import get_teacher
@@ -310,3 +311,21 @@ def test_discriminator_and_teacher():
     assert get_teacher("none") is None
     with pytest.raises(KeyError, match="mfcc"):
         get_teacher("whisper-base")
+
+
+def test_harmonic_head_warm_start_logs_the_f0_loss_and_exports(trained, tiny_gguf, lists, tmp_path,
+                                                                capsys):  # noqa: F811
+    """--override decoder_head=harmonic over a conv run, every step teacher-forced: the f0 term is logged,
+    the oscillator parameters train, and the checkpoint reloads as a harmonic codec."""
+    out = tmp_path / "harmonic"
+    assert main(_args(tiny_gguf, out, 3, "--data", str(lists[0]), "--init", str(trained), "--override",
+                      "decoder_head=harmonic", "--f0-teacher", "1", "--log-every", "1")) == 0
+    assert "fresh: decoder.head" in capsys.readouterr().err
+    rows = read_metrics(out / "metrics.csv")
+    assert all(r["f0"] > 0 for r in rows)
+    new, _ = load_checkpoint(out)
+    assert new.cfg.decoder_head == "harmonic" and new.cfg.harmonics == 64
+    bias = new.decoder.head.harmonic.conv.bias.detach()
+    init = torch.full_like(bias, INIT_LOG_AMPLITUDE)
+    init[0], init[1] = INIT_LOG_F0, 0.0
+    assert not torch.allclose(bias, init, atol=1e-6)  # F0, voicing and amplitudes trained from their init

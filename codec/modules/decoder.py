@@ -5,7 +5,8 @@ inference): depthwise conv k7 + 1x1 conv to ``decoder_dim`` (one k7 conv when no
 optional causal local attention -> DecoderBlocks (Snake, causal transposed conv k=2s, 3 dilated
 residual units) halving the channels -> Snake -> conv k7 to one channel -> tanh. With
 ``cfg.decoder_head == "istft"`` only the first ``cfg.head_blocks`` DecoderBlocks run, then an inverse-STFT
-head (``codec.modules.istft``) makes the samples -> tanh.
+head (``codec.modules.istft``) makes the samples -> tanh; ``"harmonic"`` adds an oscillator bank driven by a
+predicted F0 to that head (``codec.modules.harmonic``).
 
 Algorithmic latency: output sample ``n`` depends on latent frames ``<= n // hop`` only, so the decoder
 adds none beyond the frame itself: a chunk of ``k`` frames yields its ``k·hop`` samples immediately.
@@ -20,6 +21,7 @@ from torch import Tensor
 from codec.config import CodecConfig
 from codec.modules.attention import CausalLocalAttention
 from codec.modules.conv import CausalConv1d, CausalConvTranspose1d, fold_weight_norm
+from codec.modules.harmonic import HarmonicHead
 from codec.modules.istft import ISTFTHead
 from codec.modules.residual import ResidualUnit
 from codec.modules.snake import Snake1d
@@ -71,6 +73,9 @@ class Decoder(StreamingSequential):
         if cfg.decoder_head == "istft":
             layers["head"] = ISTFTHead(dim, cfg.head_dim, cfg.head_hop, cfg.dilations, cfg.kernel_size,
                                        cfg.depthwise)
+        elif cfg.decoder_head == "harmonic":
+            layers["head"] = HarmonicHead(dim, cfg.head_dim, cfg.head_hop, cfg.dilations, cfg.kernel_size,
+                                          cfg.depthwise, cfg.harmonics, cfg.sample_rate)
         else:
             layers["snake"] = Snake1d(dim)
             layers["conv_out"] = CausalConv1d(dim, 1, cfg.kernel_size)
@@ -81,6 +86,20 @@ class Decoder(StreamingSequential):
     def forward(self, z: Tensor) -> Tensor:
         self._check(z)
         return super().forward(z)
+
+    def forward_with_pitch(self, z: Tensor, f0_hz: Tensor | None = None) -> tuple[Tensor, Tensor | None]:
+        """``z (B, latent, T)`` -> ``(audio (B, 1, T·hop), pitch (B, L, 2) | None)``: a harmonic head's predicted
+        log(F0 / 100 Hz) and voicing logit per head frame (``L = T·hop / head_hop``), None for other heads.
+        ``f0_hz (B, L)``, where positive, drives the harmonic head's oscillators instead (teacher forcing)."""
+        self._check(z)
+        pitch = None
+        x = z
+        for name, module in self.named_children():
+            if isinstance(module, HarmonicHead):
+                x, pitch = module.forward_with_pitch(x, f0_hz)
+            else:
+                x = module(x)
+        return x, pitch
 
     def step(self, z: Tensor, *state: Tensor) -> tuple[Tensor, ...]:
         self._check(z)

@@ -31,6 +31,7 @@ class LossWeights:
     adversarial: float = 1.0
     feature: float = 2.0
     pitch: float = 0.0  # F0 + voicing from zq against YIN targets (codec.pitch); 0: off (no head)
+    f0: float = 1.0  # a harmonic decoder head's own F0 + voicing against YIN at its hop (other heads: none)
 
     def update(self, assignments: list[str]) -> "LossWeights":
         """Apply ``name=value`` strings (``--loss-weight mel=2``)."""
@@ -118,6 +119,8 @@ class GeneratorObjective(nn.Module):
         if self.pitch_head is not None:
             pred = self.pitch_head(out.zq) if pitch_pred is None else pitch_pred  # (B, T, 2)
             terms["pitch"] = pitch_loss(pred, wav)
+        if out.pitch is not None and self.weights.f0 > 0:
+            terms["f0"] = pitch_loss(out.pitch, wav, out.pitch_hop)
         if disc_fake is not None:
             terms["adversarial"] = generator_adversarial_loss(disc_fake[0])
             terms["feature"] = feature_matching_loss(disc_real_feats, disc_fake[1])

@@ -16,6 +16,7 @@ from torch.nn.parallel import DistributedDataParallel as DDP
 
 from codec.losses import discriminator_loss
 from codec.model import LLMCodec
+from codec.pitch import yin
 from codec.training.objective import GeneratorObjective
 from codec.training.state import DistInfo, lr_factor
 
@@ -35,20 +36,35 @@ class OptimConfig:
     disc_every: int = 1  # discriminator update + adversarial terms on every N-th step from adv_start
     bf16: bool = False  # bf16 autocast of the convolutions (search, losses, audio stay float32)
     gain_every: int = 0  # re-fit the VQ layers' scales (MultiScaleRVQ.match_gains) every N steps; 0: never
+    f0_teacher: float = 0.0  # harmonic head: the share of steps whose oscillators get the input's YIN F0
 
 
 class CodecWithHead(nn.Module):
     """The codec plus the consistency and pitch heads, so DDP synchronises all with one wrapper."""
 
-    def __init__(self, codec: LLMCodec, head: nn.Module | None, pitch_head: nn.Module | None = None) -> None:
+    def __init__(self, codec: LLMCodec, head: nn.Module | None, pitch_head: nn.Module | None = None,
+                 f0_teacher: float = 0.0) -> None:
         super().__init__()
-        self.codec, self.head, self.pitch_head = codec, head, pitch_head
+        self.codec, self.head, self.pitch_head, self.f0_teacher = codec, head, pitch_head, f0_teacher
 
     def forward(self, wav: Tensor):
-        out = self.codec(wav)
+        out = self.codec(wav, self._teacher_f0(wav))
         pred = self.head(out.per_layer_zq[1].transpose(1, 2)).float() if self.head is not None else None
         pitch = self.pitch_head(out.zq) if self.pitch_head is not None else None
         return out, pred, pitch
+
+    def _teacher_f0(self, wav: Tensor) -> Tensor | None:
+        """On a ``f0_teacher`` share of training steps, a harmonic head's oscillators play the input's own F0
+        (YIN per head frame, 0 where unvoiced: the predicted F0 stays there), so its harmonic amplitudes
+        learn while the F0 predictor is still poor."""
+        cfg = self.codec.cfg
+        if cfg.decoder_head != "harmonic" or not self.training or self.f0_teacher <= 0:
+            return None
+        if float(torch.rand(())) >= self.f0_teacher:
+            return None
+        frames = -(-wav.shape[-1] // self.codec.group_samples) * self.codec.group_samples // cfg.head_hop
+        f0, voiced = yin(wav[:, 0].float(), frames, cfg.head_hop, cfg.sample_rate)
+        return torch.where(voiced, f0, torch.zeros_like(f0))
 
 
 class Trainer:
@@ -58,7 +74,7 @@ class Trainer:
                  total_steps: int, info: DistInfo, device: torch.device) -> None:
         self.codec, self.objective, self.disc, self.opt_cfg = codec.to(device), objective.to(device), disc, opt
         self.info, self.device = info, device
-        self.gen = CodecWithHead(self.codec, objective.head, objective.pitch_head)
+        self.gen = CodecWithHead(self.codec, objective.head, objective.pitch_head, opt.f0_teacher)
         self.gen_params = [p for p in self.gen.parameters() if p.requires_grad]
         self.opt_g = torch.optim.AdamW(self.gen_params, opt.lr, betas=opt.betas, eps=opt.eps,
                                        weight_decay=opt.weight_decay)

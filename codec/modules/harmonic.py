@@ -71,19 +71,29 @@ class HarmonicSynth(StreamingModule):
     def step(self, frames: Tensor, *state: Tensor) -> tuple[Tensor, ...]:
         prev, phase = state
         with torch.autocast(frames.device.type, enabled=False):
-            frames = frames.float()
+            frames = self._silence_above_nyquist(frames.float())
+            batch, _, length = frames.shape
             start = torch.cat([prev, frames[..., :-1]], dim=-1)  # (B, P, L): each frame's interpolation start
-            per_sample = (start[..., None] + (frames - start)[..., None] * self.ramp).flatten(2)  # (B, P, L·hop)
-            f0, amps = per_sample[:, :1], per_sample[:, 1:]
-            # The phase and each harmonic's k·phase are wrapped in float64 before the float32 sine: in float32,
-            # rounding of k·phase (k up to K) made a stream and its offline run differ by ~1e-4.
+            f0 = (start[:, :1, :, None] + (frames - start)[:, :1, :, None] * self.ramp).reshape(batch, 1, -1)
+            # The running phase is summed and wrapped in float64: in float32 a long offline clip would lose
+            # the phase its streamed chunks carry; k·phase of a wrapped phase is exact enough in float32.
             run = _wrap(phase + torch.cumsum(f0.double() * (2 * math.pi / self.sample_rate), dim=-1))
-            sines = torch.sin(_wrap(self.orders.double() * run).float())  # (B, K, N)
-            nyquist = self.sample_rate / 2
-            audible = torch.clamp((FADE_END * nyquist - self.orders * f0) / ((FADE_END - FADE_START) * nyquist),
-                                  0.0, 1.0)
-            y = (amps * audible * sines).sum(dim=1, keepdim=True)
+            cycle = run.float().reshape(batch, length, 1, self.hop)
+            sines = torch.sin(self.orders[0] * cycle)  # (B, L, K, hop)
+            # Amplitudes ramp linearly from the previous frame's: y = a0·s + ramp·(a1 - a0)·s, as two
+            # (1 x K) @ (K x hop) products per frame instead of a (B, K, N) amplitude tensor.
+            a0 = start[:, 1:].transpose(1, 2).unsqueeze(2)  # (B, L, 1, K)
+            da = frames[:, 1:].transpose(1, 2).unsqueeze(2) - a0
+            y = (a0 @ sines + self.ramp * (da @ sines)).reshape(batch, 1, length * self.hop)
         return y, frames[..., -1:], run[..., -1:]
+
+    def _silence_above_nyquist(self, frames: Tensor) -> Tensor:
+        """Scale each harmonic's amplitude by a ramp from 1 at ``FADE_START`` to 0 at ``FADE_END`` of rate/2,
+        per frame (before interpolation), so that no harmonic aliases."""
+        f0, amps = frames[:, :1], frames[:, 1:]
+        nyquist = self.sample_rate / 2
+        audible = torch.clamp((FADE_END * nyquist - self.orders * f0) / ((FADE_END - FADE_START) * nyquist), 0.0, 1.0)
+        return torch.cat([f0, amps * audible], dim=1)
 
 
 def _wrap(phase: Tensor) -> Tensor:

@@ -47,10 +47,12 @@ def audible_harmonics(model: LLMCodec, seed: int = 2) -> None:
     """Make a harmonic head's oscillators audible (the init keeps them at -46 dB): harmonics near -10 dB
     and an F0 that varies smoothly around 150 Hz, like a trained head's, so tests see the oscillator bank."""
     gen = torch.Generator().manual_seed(seed)
+    from codec.modules.harmonic import PARAM_GAIN
+
     conv = model.decoder.head.harmonic.conv
     with torch.no_grad():
-        conv.weight.copy_(0.02 * torch.randn(conv.weight.shape, generator=gen))
-        conv.bias[2:] = -2.5
+        conv.weight.copy_(0.02 / PARAM_GAIN * torch.randn(conv.weight.shape, generator=gen))
+        conv.bias[2:] = -2.5 / PARAM_GAIN
 
 
 def sample_audio(seconds: float, batch: int = 1, seed: int = 0, sample_rate: int = 16000) -> torch.Tensor:

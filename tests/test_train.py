@@ -13,7 +13,7 @@ from safetensors.torch import load_file
 
 from codec.checkpoint import load_checkpoint
 from codec.discriminator import MultiScaleSTFTDiscriminator, discriminator_for
-from codec.modules.harmonic import INIT_LOG_AMPLITUDE, INIT_LOG_F0
+from codec.modules.harmonic import INIT_LOG_AMPLITUDE, INIT_LOG_F0, PARAM_GAIN
 from codec.losses import (MultiResolutionMelLoss, MultiResolutionSTFTLoss, consistency_loss, discriminator_loss,
                           semantic_loss)
 from codec.teacher import get_teacher
@@ -326,6 +326,6 @@ def test_harmonic_head_warm_start_logs_the_f0_loss_and_exports(trained, tiny_ggu
     new, _ = load_checkpoint(out)
     assert new.cfg.decoder_head == "harmonic" and new.cfg.harmonics == 64
     bias = new.decoder.head.harmonic.conv.bias.detach()
-    init = torch.full_like(bias, INIT_LOG_AMPLITUDE)
-    init[0], init[1] = INIT_LOG_F0, 0.0
+    init = torch.full_like(bias, INIT_LOG_AMPLITUDE / PARAM_GAIN)
+    init[0], init[1] = INIT_LOG_F0 / PARAM_GAIN, 0.0
     assert not torch.allclose(bias, init, atol=1e-6)  # F0, voicing and amplitudes trained from their init

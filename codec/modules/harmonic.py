@@ -143,7 +143,13 @@ class HarmonicHead(StreamingModule):
     def forward_with_pitch(self, x: Tensor, f0_hz: Tensor | None = None) -> tuple[Tensor, Tensor]:
         """``x (B, in_dim, L)`` -> ``(audio (B, 1, L·hop), pitch (B, L, 2))``; ``f0_hz (B, L)``, where positive,
         replaces the predicted F0 fed to the oscillators (teacher forcing in training)."""
-        return self._run(x, self.init_state(x.shape[0]), f0_hz)[:2]
+        noise, harmonic, pitch, _ = self._run(x, self.init_state(x.shape[0]), f0_hz)
+        return noise + harmonic, pitch
+
+    def branches(self, x: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+        """``x (B, in_dim, L)`` -> ``(noise (B, 1, L·hop), harmonic (B, 1, L·hop), pitch (B, L, 2))``: the two
+        branches before they add (``benchmarks.harmonic_probe``)."""
+        return self._run(x, self.init_state(x.shape[0]), None)[:3]
 
     def init_state(self, batch: int) -> tuple[Tensor, ...]:
         return tuple(t for name in self._order for t in getattr(self, name).init_state(batch))
@@ -152,11 +158,11 @@ class HarmonicHead(StreamingModule):
         return [f"{name}.{sub}" for name in self._order for sub in getattr(self, name).state_names()]
 
     def step(self, x: Tensor, *state: Tensor) -> tuple[Tensor, ...]:
-        audio, _, new_state = self._run(x, state, None)
-        return (audio, *new_state)
+        noise, harmonic, _, new_state = self._run(x, state, None)
+        return (noise + harmonic, *new_state)
 
     def _run(self, x: Tensor, state: tuple[Tensor, ...], f0_hz: Tensor | None
-             ) -> tuple[Tensor, Tensor, list[Tensor]]:
+             ) -> tuple[Tensor, Tensor, Tensor, list[Tensor]]:
         queue, new_state = list(state), []
 
         def call(name: str, inp: Tensor) -> Tensor:
@@ -182,4 +188,4 @@ class HarmonicHead(StreamingModule):
         amps = torch.sigmoid(voicing) * torch.exp(torch.clamp(log_amps, max=MAX_LOG_AMPLITUDE))
         harmonic = call("synth", torch.cat([f0, amps], dim=1))
         pitch = torch.cat([log_f0, voicing], dim=1).transpose(1, 2)
-        return noise + harmonic, pitch, new_state
+        return noise, harmonic, pitch, new_state

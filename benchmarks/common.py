@@ -175,3 +175,18 @@ def markdown_table(records: Sequence[dict[str, Any]], columns: Sequence[tuple[st
             cells.append("–" if v is None else format(v, spec) if spec else str(v))
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n"
+
+
+def load_eval_checkpoint(checkpoint: Path, llm: Path) -> Any:
+    """A codec checkpoint in eval mode on one torch thread (the probes' setting); one-line exit when it is
+    missing or does not match ``llm``."""
+    import torch
+
+    from codec.checkpoint import load_checkpoint
+
+    torch.set_num_threads(1)
+    try:
+        model, _ = load_checkpoint(checkpoint, llm=llm)
+    except (FileNotFoundError, ValueError) as e:
+        die(str(e))
+    return model.eval()

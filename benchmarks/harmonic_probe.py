@@ -89,21 +89,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     ap.add_argument("--per-source", type=int, default=2)
     ap.add_argument("--json-out", type=Path, default=None)
     a = ap.parse_args(argv)
-    import torch
-
+    from benchmarks.common import load_eval_checkpoint
     from benchmarks.heldout import SHARED, heldout_set
-    from codec.checkpoint import load_checkpoint
     from runtime.audio import read_audio
     from runtime.cli import die
 
-    torch.set_num_threads(1)
-    try:
-        model, _ = load_checkpoint(a.checkpoint, llm=a.llm)
-    except (FileNotFoundError, ValueError) as e:
-        die(str(e))
+    model = load_eval_checkpoint(a.checkpoint, a.llm)
     if model.cfg.decoder_head != "harmonic":
         die(f"{a.checkpoint} has decoder_head {model.cfg.decoder_head!r}; this probe needs a harmonic head")
-    model.eval()
     files = heldout_set(a.data or SHARED, a.per_source, 0)["speech"]
     summary = summarise([probe_file(model, read_audio(path, model.cfg.sample_rate)) for path in files])
     print(markdown(f"{a.checkpoint} on {len(files)} held-out speech files", summary))

@@ -79,17 +79,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     import torch
 
     from benchmarks.codec_peers import codec2_peer, llm_codec_peer, opus_peer
+    from benchmarks.common import load_eval_checkpoint
     from benchmarks.heldout import SHARED, align, heldout_set
-    from codec.checkpoint import load_checkpoint
     from runtime.audio import read_audio
-    from runtime.cli import die
 
-    torch.set_num_threads(1)
-    try:
-        model, _ = load_checkpoint(a.checkpoint, llm=a.llm)
-    except (FileNotFoundError, ValueError) as e:
-        die(str(e))
-    model.eval()
+    model = load_eval_checkpoint(a.checkpoint, a.llm)
     files = heldout_set(a.data or SHARED, a.per_source, 0)["speech"]
 
     def torch_roundtrip(pcm: np.ndarray) -> np.ndarray:

@@ -38,6 +38,7 @@ class CodecOutput:
     vq_losses: VQLosses
     pitch: Tensor | None = None  # (B, L, 2) a harmonic head's log(F0/100 Hz) and voicing logit per head frame
     pitch_hop: int = 0  # samples per frame of ``pitch``
+    pitch_target: tuple[Tensor, Tensor] | None = None  # YIN (F0, voiced) at ``pitch_hop`` when a step computed it
 
 
 class LLMCodec(nn.Module):

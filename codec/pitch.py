@@ -57,9 +57,11 @@ class PitchHead(nn.Module):
         return self.proj(zq.transpose(1, 2).float())
 
 
-def pitch_loss(pred: Tensor, wav: Tensor, hop: int = 480) -> Tensor:
-    """Voicing BCE on every frame + L1 of log F0 on voiced frames; ``pred (B, T, 2)``, ``wav (B, 1, N)``."""
-    f0, voiced = yin(wav[:, 0], pred.shape[1], hop)
+def pitch_loss(pred: Tensor, wav: Tensor, hop: int = 480, target: tuple[Tensor, Tensor] | None = None) -> Tensor:
+    """Voicing BCE on every frame + L1 of log F0 on voiced frames; ``pred (B, T, 2)``, ``wav (B, 1, N)``.
+
+    ``target``: ``yin(wav[:, 0], T, hop)`` when the caller already has it (the harmonic head's teacher F0)."""
+    f0, voiced = yin(wav[:, 0], pred.shape[1], hop) if target is None else target
     bce = F.binary_cross_entropy_with_logits(pred[..., 1], voiced.float())
     target = torch.log(f0.clamp_min(1.0) / F0_REF)
     l1 = ((pred[..., 0] - target).abs() * voiced).sum() / voiced.sum().clamp_min(1)

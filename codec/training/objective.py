@@ -120,7 +120,7 @@ class GeneratorObjective(nn.Module):
             pred = self.pitch_head(out.zq) if pitch_pred is None else pitch_pred  # (B, T, 2)
             terms["pitch"] = pitch_loss(pred, wav)
         if out.pitch is not None and self.weights.f0 > 0:
-            terms["f0"] = pitch_loss(out.pitch, wav, out.pitch_hop)
+            terms["f0"] = pitch_loss(out.pitch, wav, out.pitch_hop, out.pitch_target)
         if disc_fake is not None:
             terms["adversarial"] = generator_adversarial_loss(disc_fake[0])
             terms["feature"] = feature_matching_loss(disc_real_feats, disc_fake[1])

@@ -48,23 +48,24 @@ class CodecWithHead(nn.Module):
         self.codec, self.head, self.pitch_head, self.f0_teacher = codec, head, pitch_head, f0_teacher
 
     def forward(self, wav: Tensor):
-        out = self.codec(wav, self._teacher_f0(wav))
+        target = self._teacher_f0(wav)
+        out = self.codec(wav, None if target is None else torch.where(target[1], target[0], 0.0))
+        out.pitch_target = target  # the f0 loss reuses this YIN pass
         pred = self.head(out.per_layer_zq[1].transpose(1, 2)).float() if self.head is not None else None
         pitch = self.pitch_head(out.zq) if self.pitch_head is not None else None
         return out, pred, pitch
 
-    def _teacher_f0(self, wav: Tensor) -> Tensor | None:
+    def _teacher_f0(self, wav: Tensor) -> tuple[Tensor, Tensor] | None:
         """On a ``f0_teacher`` share of training steps, a harmonic head's oscillators play the input's own F0
-        (YIN per head frame, 0 where unvoiced: the predicted F0 stays there), so its harmonic amplitudes
-        learn while the F0 predictor is still poor."""
+        (YIN per head frame, ``(f0, voiced)``; unvoiced frames keep the predicted F0), so its harmonic
+        amplitudes learn while the F0 predictor is still poor."""
         cfg = self.codec.cfg
         if cfg.decoder_head != "harmonic" or not self.training or self.f0_teacher <= 0:
             return None
         if float(torch.rand(())) >= self.f0_teacher:
             return None
         frames = -(-wav.shape[-1] // self.codec.group_samples) * self.codec.group_samples // cfg.head_hop
-        f0, voiced = yin(wav[:, 0].float(), frames, cfg.head_hop, cfg.sample_rate)
-        return torch.where(voiced, f0, torch.zeros_like(f0))
+        return yin(wav[:, 0], frames, cfg.head_hop, cfg.sample_rate)
 
 
 class Trainer:

@@ -48,6 +48,10 @@ class CodecConfig:
     # decoder_head "harmonic": the "istft" head plus an oscillator bank of this many harmonics of a predicted
     # F0 (codec.modules.harmonic).
     harmonics: int = 64
+    # iSTFT window of the "istft"/"harmonic" heads in head frames: n_fft = head_overlap * head_hop (4: 240
+    # samples, 66.7 Hz bins, too coarse to resolve the harmonics of speech; 16: 960 samples, 16.7 Hz bins).
+    # The window never reads ahead (frame j writes samples [j*hop, j*hop + n_fft)), so it adds no latency.
+    head_overlap: int = 4
 
     def __post_init__(self) -> None:
         for name in ("encoder_rates", "decoder_rates", "vq_strides", "dilations"):
@@ -58,6 +62,8 @@ class CodecConfig:
             raise ValueError(f"vq_strides {self.vq_strides} must divide the first and end with 1")
         if self.decoder_head not in DECODER_HEADS:
             raise ValueError(f"decoder_head must be one of {DECODER_HEADS}, got {self.decoder_head!r}")
+        if self.head_overlap < 1:
+            raise ValueError(f"head_overlap must be >= 1, got {self.head_overlap}")
         if self.harmonics < 1:
             raise ValueError(f"harmonics must be >= 1, got {self.harmonics}")
         if self.decoder_head != "conv" and not 0 <= self.head_blocks < len(self.decoder_rates):
@@ -68,6 +74,11 @@ class CodecConfig:
     def head_hop(self) -> int:
         """Output samples per frame of the inverse-STFT head (60 for the default rates, head_blocks 1)."""
         return _prod(self.decoder_rates[self.head_blocks:])
+
+    @property
+    def head_fft(self) -> int:
+        """Window length in samples of the inverse-STFT head (240 for the defaults)."""
+        return self.head_overlap * self.head_hop
 
     @property
     def hop(self) -> int:

@@ -44,11 +44,15 @@ def _chunks(total: int, schedule: list[int]) -> list[tuple[int, int]]:
         start += size
 
 
-@pytest.fixture(scope="module", params=["conv", "istft", "harmonic"])
+HEADS = {"conv": {"decoder_head": "conv"}, "istft": {"decoder_head": "istft"},
+         "harmonic": {"decoder_head": "harmonic"}, "istft-overlap16": {"decoder_head": "istft", "head_overlap": 16}}
+
+
+@pytest.fixture(scope="module", params=list(HEADS))
 def codec(request: pytest.FixtureRequest) -> LLMCodec:
-    """The tiny codec with each decoder output head (transposed convs, one stage + inverse STFT, or that plus
-    an oscillator bank)."""
-    return make_codec(seed=7, decoder_head=request.param)
+    """The tiny codec with each decoder output head (transposed convs, one stage + inverse STFT with a 4- or
+    16-frame window, or that plus an oscillator bank)."""
+    return make_codec(seed=7, **HEADS[request.param])
 
 
 def _stream(block, x: torch.Tensor, bounds: list[tuple[int, int]], scale: int, batch: int) -> torch.Tensor:
@@ -194,10 +198,10 @@ def _ort_steps(block, step_input, steps: int, batch: int = 1) -> float:
 
 
 @pytest.mark.filterwarnings("ignore::DeprecationWarning")  # the legacy (TorchScript) exporter: fast, still supported
-@pytest.mark.parametrize("head", ["conv", "istft", "harmonic"])
+@pytest.mark.parametrize("head", list(HEADS))
 @torch.no_grad()
 def test_steps_trace_to_onnx_and_match_onnxruntime(head: str) -> None:
-    model = make_codec(seed=8, decoder_head=head)
+    model = make_codec(seed=8, **HEADS[head])
     model.fold_weight_norm()
     audio = sample_audio(8 * 2 * HOP / 16000, seed=16)
     assert _ort_steps(model.encoder, lambda i: audio[..., 2 * i * HOP:(2 * i + 2) * HOP], steps=8) < 1e-5

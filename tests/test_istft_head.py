@@ -12,12 +12,12 @@ from helpers_codec import make_codec, sample_audio
 pytestmark = pytest.mark.usefixtures("torch_one_thread")
 
 
-@pytest.mark.parametrize("hop", [60, 15])
+@pytest.mark.parametrize(("hop", "overlap"), [(60, 4), (15, 4), (60, 16)])
 @torch.no_grad()
-def test_inverse_dft_inverts_a_hann_stft(hop: int) -> None:
+def test_inverse_dft_inverts_a_hann_stft(hop: int, overlap: int) -> None:
     """Frames of torch.stft (periodic Hann, frame j at sample j·hop) overlap-added by InverseDFT give the
-    signal back wherever four frames overlap (the first n_fft - hop samples only fade in)."""
-    n_fft = 4 * hop
+    signal back wherever `overlap` frames overlap (the first n_fft - hop samples only fade in)."""
+    n_fft = overlap * hop
     x = sample_audio(0.25, seed=4)[0, 0].double()
     spec = torch.stft(x, n_fft, hop, n_fft, torch.hann_window(n_fft, dtype=torch.float64), center=False,
                       return_complex=True)  # (F, L)
@@ -26,7 +26,7 @@ def test_inverse_dft_inverts_a_hann_stft(hop: int) -> None:
     assert y.shape[-1] == frames.shape[-1] * hop
     lo, hi = n_fft - hop, y.shape[-1]
     assert torch.allclose(y[lo:hi], x[lo:hi].float(), atol=1e-5)
-    assert float(y[:hop].abs().max()) < float(x[:hop].abs().max())  # the fade-in: not yet four frames
+    assert float(y[:hop].abs().max()) < float(x[:hop].abs().max())  # the fade-in: not yet `overlap` frames
 
 
 def test_inverse_dft_kernel_is_fixed_under_training() -> None:

@@ -72,10 +72,10 @@ class Decoder(StreamingSequential):
             dim //= 2
         if cfg.decoder_head == "istft":
             layers["head"] = ISTFTHead(dim, cfg.head_dim, cfg.head_hop, cfg.dilations, cfg.kernel_size,
-                                       cfg.depthwise)
+                                       cfg.depthwise, cfg.head_overlap)
         elif cfg.decoder_head == "harmonic":
             layers["head"] = HarmonicHead(dim, cfg.head_dim, cfg.head_hop, cfg.dilations, cfg.kernel_size,
-                                          cfg.depthwise, cfg.harmonics, cfg.sample_rate)
+                                          cfg.depthwise, cfg.harmonics, cfg.sample_rate, cfg.head_overlap)
         else:
             layers["snake"] = Snake1d(dim)
             layers["conv_out"] = CausalConv1d(dim, 1, cfg.kernel_size)

@@ -114,9 +114,9 @@ class HarmonicHead(StreamingModule):
     """
 
     def __init__(self, in_dim: int, dim: int, hop: int, dilations: tuple[int, ...], kernel_size: int,
-                 depthwise: bool, harmonics: int, sample_rate: int) -> None:
+                 depthwise: bool, harmonics: int, sample_rate: int, overlap: int = 4) -> None:
         super().__init__()
-        n_fft = 4 * hop
+        n_fft = overlap * hop
         self.snake_in = Snake1d(in_dim)
         self.conv_in = CausalConv1d(in_dim, dim, kernel_size)
         backbone = ["snake_in", "conv_in"]

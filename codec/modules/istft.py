@@ -80,11 +80,11 @@ class InverseDFT(CausalConvTranspose1d):
 
 class ISTFTHead(StreamingSequential):
     """``(B, in_dim, L) -> (B, 1, L·hop)``: Snake, conv k to ``dim``, ``len(dilations)`` residual units,
-    Snake, 1x1 conv to ``2·(2·hop + 1)`` log-magnitudes and phases, inverse DFT (``n_fft = 4·hop``)."""
+    Snake, 1x1 conv to ``2·(n_fft/2 + 1)`` log-magnitudes and phases, inverse DFT (``n_fft = overlap·hop``)."""
 
     def __init__(self, in_dim: int, dim: int, hop: int, dilations: tuple[int, ...], kernel_size: int,
-                 depthwise: bool) -> None:
-        n_fft = 4 * hop
+                 depthwise: bool, overlap: int = 4) -> None:
+        n_fft = overlap * hop
         layers: OrderedDict[str, StreamingModule] = OrderedDict()
         layers["snake_in"] = Snake1d(in_dim)
         layers["conv_in"] = CausalConv1d(in_dim, dim, kernel_size)

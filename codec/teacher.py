@@ -1,9 +1,11 @@
 """Frozen frame-feature teachers for the layer-2 consistency loss (``--teacher NAME``).
 
-The paper uses Whisper-base encoder frames (512-d, 50 Hz). Whisper weights cannot be downloaded on
-the project's machines, so the registry offers deterministic, download-free teachers with the same
-50 Hz frame rate (hop 320 at 16 kHz, Whisper's 25 ms window):
+The paper's teacher is the Whisper-base encoder (512-d frames at 50 Hz). All teachers here give frames
+at 50 Hz (Whisper's hop of 320 samples at 16 kHz after its stride-2 conv):
 
+- ``whisper``: the paper's teacher, Whisper base's encoder output (512-d), run by CTranslate2 (int8, CPU,
+  one thread) from the PyPI parts found by ``runtime.whisper_base`` (no download; the ``bench`` extra);
+  features of the crop alone (the encoder sees only the crop's own frames, not a 30 s window);
 - ``logmel``: 80-band log-mel spectrogram (Whisper's front end);
 - ``mfcc``: the first 40 DCT-II coefficients of that log-mel (decorrelated, spectral envelope);
 - ``none``: no consistency loss.
@@ -14,8 +16,9 @@ same scale for loud and quiet clips. Register more with :func:`register_teacher`
 from __future__ import annotations
 
 import math
-from typing import Callable
+from typing import Any, Callable
 
+import numpy as np
 import torch
 from torch import Tensor, nn
 
@@ -58,6 +61,41 @@ class MfccTeacher(LogMelTeacher):
         return torch.einsum("cm,bmt->bct", self.dct, logmel)
 
 
+class WhisperTeacher(Teacher):
+    """Whisper base encoder frames ``(B, T_t, 512)`` at 50 Hz; ``T_t = N // 320`` (Whisper's own mel front end).
+
+    CTranslate2 runs the encoder (int8 on CPU, ``threads`` intra-op threads) on the batch's crops as they are,
+    so a frame depends only on its own crop; no gradient flows (the features are targets). Raises
+    ``ImportError`` with the install line when faster-whisper or the Whisper parts are missing.
+    """
+
+    def __init__(self, sample_rate: int = 16000, threads: int = 1) -> None:
+        super().__init__()
+        if sample_rate != 16000:
+            raise ValueError(f"the Whisper teacher needs 16 kHz audio, the codec runs at {sample_rate} Hz")
+        from runtime.whisper_base import AsrUnavailable, available, model_dir
+
+        if (reason := available()):
+            raise AsrUnavailable(f"--teacher whisper: {reason}")
+        import ctranslate2
+        from faster_whisper.feature_extractor import FeatureExtractor
+
+        self._model: Any = ctranslate2.models.Whisper(str(model_dir()), device="cpu", compute_type="int8",
+                                                      intra_threads=threads)
+        self._mel = FeatureExtractor(feature_size=self._model.n_mels)
+        self._storage = ctranslate2.StorageView
+        self.dim, self.frame_rate = 512, sample_rate / 320
+
+    @torch.no_grad()
+    def forward(self, wav: Tensor) -> Tensor:
+        clips = wav.detach().float().reshape(-1, wav.shape[-1]).cpu().numpy()
+        frames = 2 * (clips.shape[-1] // 320)  # mel frames (hop 160), even for the encoder's stride-2 conv
+        mels = np.stack([self._mel(c, padding=0)[:, :frames] for c in clips]).astype(np.float32)
+        out = self._model.encode(self._storage.from_array(np.ascontiguousarray(mels)), to_cpu=True)
+        feats = torch.from_numpy(np.array(out, dtype=np.float32)).to(wav.device)  # (B, T_t, 512)
+        return _standardise(feats.transpose(1, 2)).transpose(1, 2)
+
+
 def _dct_matrix(n_out: int, n_in: int) -> Tensor:
     """Orthonormal DCT-II rows ``(n_out, n_in)``."""
     n = torch.arange(n_in, dtype=torch.float64)
@@ -76,6 +114,7 @@ TEACHERS: dict[str, Callable[[int], Teacher | None]] = {
     "none": lambda sr: None,
     "logmel": lambda sr: LogMelTeacher(sr),
     "mfcc": lambda sr: MfccTeacher(sr),
+    "whisper": lambda sr: WhisperTeacher(sr),
 }
 
 

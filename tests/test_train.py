@@ -329,3 +329,13 @@ def test_harmonic_head_warm_start_logs_the_f0_loss_and_exports(trained, tiny_ggu
     init = torch.full_like(bias, INIT_LOG_AMPLITUDE / PARAM_GAIN)
     init[0], init[1] = INIT_LOG_F0 / PARAM_GAIN, 0.0
     assert not torch.allclose(bias, init, atol=1e-6)  # F0, voicing and amplitudes trained from their init
+
+
+def test_warm_start_under_another_teacher_starts_a_fresh_consistency_head(trained, tiny_gguf, lists, tmp_path,
+                                                                          capsys):  # noqa: F811
+    """The saved head maps zq to MFCC (40-d); under --teacher logmel (80-d) it cannot load: fresh, and said so."""
+    out = tmp_path / "logmel"
+    assert main(_args(tiny_gguf, out, 2, "--data", str(lists[0]), "--init", str(trained), "--teacher", "logmel",
+                      "--log-every", "1")) == 0
+    assert "consistency head fresh (the saved one is for another --teacher)" in capsys.readouterr().err
+    assert torch.load(out / "train_state.pt", weights_only=False)["trainer"]["head"]["weight"].shape[0] == 80

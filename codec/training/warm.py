@@ -81,6 +81,15 @@ def _load_disc(disc: nn.Module, state: dict[str, Any]) -> str:
                      "MS-STFT one (its multi-period part starts fresh), --no-adversarial trains without")
 
 
+def _load_head(head: nn.Module, state: dict[str, Any]) -> str:
+    """The saved consistency head, unless it was fitted to another teacher (other feature size): then fresh."""
+    own = head.state_dict()
+    if set(state) == set(own) and all(own[k].shape == v.shape for k, v in state.items()):
+        head.load_state_dict(state)
+        return "consistency head"
+    return "consistency head fresh (the saved one is for another --teacher)"
+
+
 def warm_start(directory: Path, llm: Path, codec: LLMCodec, vocab_info: dict[str, Any],
                disc: nn.Module | None, head: nn.Module | None, pitch_head: nn.Module | None = None) -> list[str]:
     """Load ``directory``'s weights into ``codec`` (and ``disc``/``head`` when saved); returns what was loaded.
@@ -106,8 +115,7 @@ def warm_start(directory: Path, llm: Path, codec: LLMCodec, vocab_info: dict[str
         if disc is not None and aux.get("disc") is not None:
             loaded.append(_load_disc(disc, aux["disc"]))
         if head is not None and aux.get("head") is not None:
-            head.load_state_dict(aux["head"])
-            loaded.append("consistency head")
+            loaded.append(_load_head(head, aux["head"]))
         if pitch_head is not None and aux.get("pitch_head") is not None:
             pitch_head.load_state_dict(aux["pitch_head"])
             loaded.append("pitch head")

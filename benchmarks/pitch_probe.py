@@ -36,14 +36,20 @@ def track(pcm: np.ndarray, frames: int) -> np.ndarray:
     return np.where(voiced[0].numpy(), f0[0].numpy().astype(np.float64), np.nan)
 
 
-def ridge_r2(x_train: np.ndarray, y_train: np.ndarray, x_test: np.ndarray, y_test: np.ndarray,
-             lam: float = 1e-2) -> float:
-    """R² on the test half of a ridge regression (standardised features, intercept) fit on the train half."""
+def ridge_predict(x_train: np.ndarray, y_train: np.ndarray, x_test: np.ndarray, lam: float = 1e-2) -> np.ndarray:
+    """Ridge regression (standardised features, intercept) fit on ``x_train (N, F)`` -> ``y_train (N,)`` or
+    ``(N, K)``; its prediction for ``x_test (M, F)``, shaped like ``y_train``'s rows."""
     mu, sd = x_train.mean(0), x_train.std(0) + 1e-8
     a, b = (x_train - mu) / sd, (x_test - mu) / sd
     a, b = np.hstack([a, np.ones((len(a), 1))]), np.hstack([b, np.ones((len(b), 1))])
     w = np.linalg.solve(a.T @ a + lam * len(a) * np.eye(a.shape[1]), a.T @ y_train)
-    resid = y_test - b @ w
+    return b @ w
+
+
+def ridge_r2(x_train: np.ndarray, y_train: np.ndarray, x_test: np.ndarray, y_test: np.ndarray,
+             lam: float = 1e-2) -> float:
+    """R² on the test half of a ridge regression (standardised features, intercept) fit on the train half."""
+    resid = y_test - ridge_predict(x_train, y_train, x_test, lam)
     return float(1 - np.sum(resid ** 2) / np.sum((y_test - y_test.mean()) ** 2))
 
 

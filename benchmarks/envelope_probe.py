@@ -17,15 +17,15 @@ per band group (0-1, 1-4, 4-8 kHz; STOI reads 150 Hz-4.3 kHz). Then:
 """
 from __future__ import annotations
 
-import argparse
 import json
 import sys
-from pathlib import Path
-from typing import Callable, Sequence
+from functools import lru_cache
+from typing import Any, Sequence
 
 import numpy as np
 
-HOP = 480
+from benchmarks.pitch_probe import HOP, latent_features, probe_codecs, probe_parser, ridge_predict
+
 N_FFT = 1024
 N_MELS = 80
 GROUPS = {"0-1 kHz": (0.0, 1000.0), "1-4 kHz": (1000.0, 4000.0), "4-8 kHz": (4000.0, 8000.0)}
@@ -39,16 +39,20 @@ def band_centres(rate: int = 16000) -> np.ndarray:
     return np.linspace(0, rate / 2, N_FFT // 2 + 1)[fb.argmax(1)]
 
 
-def log_mel(pcm: np.ndarray, frames: int | None = None) -> np.ndarray:
+@lru_cache(maxsize=1)
+def _mel() -> Any:
+    from codec.losses import MelSpectrogram
+
+    return MelSpectrogram(16000, N_FFT, HOP, N_MELS)
+
+
+def log_mel(pcm: np.ndarray) -> np.ndarray:
     """``pcm (N,)`` 16 kHz -> log10 mel power ``(frames, N_MELS)``; frame t is centred on sample ``t * HOP``."""
     import torch
 
-    from codec.losses import MelSpectrogram
-
     with torch.no_grad():
-        mel = MelSpectrogram(16000, N_FFT, HOP, N_MELS)(torch.from_numpy(np.asarray(pcm, np.float32))[None])
-    out = mel[0].T.numpy().astype(np.float64)
-    return out if frames is None else out[:frames]
+        mel = _mel()(torch.from_numpy(np.asarray(pcm, np.float32))[None])
+    return mel[0].T.numpy().astype(np.float64)
 
 
 def r2_columns(pred: np.ndarray, target: np.ndarray) -> np.ndarray:
@@ -70,36 +74,15 @@ def kept_r2(pairs: list[tuple[np.ndarray, np.ndarray]], centres: np.ndarray) -> 
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(prog="python -m benchmarks.envelope_probe", description=__doc__.split("\n\n")[0])
-    ap.add_argument("--checkpoint", type=Path, required=True)
-    ap.add_argument("--llm", type=Path, required=True)
-    ap.add_argument("--codec", type=Path, nargs="*", default=[], help="bundles whose outputs are also scored")
-    ap.add_argument("--data", type=Path, default=None, help="default: ../shared/data")
-    ap.add_argument("--per-source", type=int, default=6)
-    ap.add_argument("--json-out", type=Path, default=None)
-    a = ap.parse_args(argv)
-    import torch
-
-    from benchmarks.codec_peers import codec2_peer, llm_codec_peer, opus_peer
+    a = probe_parser("python -m benchmarks.envelope_probe", __doc__.split("\n\n")[0]).parse_args(argv)
     from benchmarks.common import load_eval_checkpoint
     from benchmarks.heldout import SHARED, align, heldout_set
-    from benchmarks.pitch_probe import latent_features, ridge_predict
     from runtime.audio import read_audio
 
     model = load_eval_checkpoint(a.checkpoint, a.llm)
     files = heldout_set(a.data or SHARED, a.per_source, 0)["speech"]
     centres = band_centres()
-
-    def torch_roundtrip(pcm: np.ndarray) -> np.ndarray:
-        with torch.no_grad():
-            return model(torch.from_numpy(pcm.astype(np.float32))[None, None]).audio[0, 0].numpy()
-
-    codecs: dict[str, Callable[[np.ndarray], np.ndarray]] = {f"checkpoint {a.checkpoint}": torch_roundtrip}
-    for bundle in a.codec:
-        codecs[f"bundle {bundle}"] = llm_codec_peer(bundle, 1).roundtrip
-    for name, peer in (("Codec2 1200", codec2_peer("1200")), ("Opus 6 kbps", opus_peer(6))):
-        if not isinstance(peer, str):
-            codecs[name] = peer.roundtrip
+    codecs = probe_codecs(model, a.checkpoint, a.codec)
     per_file: list[tuple[dict[str, np.ndarray], np.ndarray]] = []
     pairs: dict[str, list[tuple[np.ndarray, np.ndarray]]] = {name: [] for name in codecs}
     for path in files:

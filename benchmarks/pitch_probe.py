@@ -73,35 +73,47 @@ def latent_features(model: Any, pcm: np.ndarray) -> dict[str, np.ndarray]:
     return {k: v[0].T.numpy().astype(np.float64) for k, v in feats.items()}
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(prog="python -m benchmarks.pitch_probe", description=__doc__.split("\n\n")[0])
+def probe_parser(prog: str, description: str) -> argparse.ArgumentParser:
+    """The probes' shared command line: checkpoint, LLM, extra bundles, data, files per source, JSON out."""
+    ap = argparse.ArgumentParser(prog=prog, description=description)
     ap.add_argument("--checkpoint", type=Path, required=True)
     ap.add_argument("--llm", type=Path, required=True)
-    ap.add_argument("--codec", type=Path, nargs="*", default=[], help="bundles whose outputs are also tracked")
+    ap.add_argument("--codec", type=Path, nargs="*", default=[], help="bundles whose outputs are also scored")
     ap.add_argument("--data", type=Path, default=None, help="default: ../shared/data")
     ap.add_argument("--per-source", type=int, default=6)
     ap.add_argument("--json-out", type=Path, default=None)
-    a = ap.parse_args(argv)
+    return ap
+
+
+def probe_codecs(model: Any, checkpoint: Path, bundles: Sequence[Path]) -> dict[str, Callable[[np.ndarray], np.ndarray]]:
+    """name -> round trip ``pcm (N,) -> (M,)``: the checkpoint in torch, each bundle, and Codec2 1200 and
+    Opus 6 kbps when installed."""
     import torch
 
     from benchmarks.codec_peers import codec2_peer, llm_codec_peer, opus_peer
+
+    def torch_roundtrip(pcm: np.ndarray) -> np.ndarray:
+        with torch.no_grad():
+            return model(torch.from_numpy(pcm.astype(np.float32))[None, None]).audio[0, 0].numpy()
+
+    codecs: dict[str, Callable[[np.ndarray], np.ndarray]] = {f"checkpoint {checkpoint}": torch_roundtrip}
+    for bundle in bundles:
+        codecs[f"bundle {bundle}"] = llm_codec_peer(bundle, 1).roundtrip
+    for name, peer in (("Codec2 1200", codec2_peer("1200")), ("Opus 6 kbps", opus_peer(6))):
+        if not isinstance(peer, str):
+            codecs[name] = peer.roundtrip
+    return codecs
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    a = probe_parser("python -m benchmarks.pitch_probe", __doc__.split("\n\n")[0]).parse_args(argv)
     from benchmarks.common import load_eval_checkpoint
     from benchmarks.heldout import SHARED, align, heldout_set
     from runtime.audio import read_audio
 
     model = load_eval_checkpoint(a.checkpoint, a.llm)
     files = heldout_set(a.data or SHARED, a.per_source, 0)["speech"]
-
-    def torch_roundtrip(pcm: np.ndarray) -> np.ndarray:
-        with torch.no_grad():
-            return model(torch.from_numpy(pcm.astype(np.float32))[None, None]).audio[0, 0].numpy()
-
-    codecs: dict[str, Callable[[np.ndarray], np.ndarray]] = {f"checkpoint {a.checkpoint}": torch_roundtrip}
-    for bundle in a.codec:
-        codecs[f"bundle {bundle}"] = llm_codec_peer(bundle, 1).roundtrip
-    for name, peer in (("Codec2 1200", codec2_peer("1200")), ("Opus 6 kbps", opus_peer(6))):
-        if not isinstance(peer, str):
-            codecs[name] = peer.roundtrip
+    codecs = probe_codecs(model, a.checkpoint, a.codec)
     per_file: list[tuple[dict[str, np.ndarray], np.ndarray]] = []
     kept = {name: np.zeros(3, int) for name in codecs}
     for path in files:

@@ -94,6 +94,9 @@ def build_parser() -> argparse.ArgumentParser:
     ap.add_argument("--f0-teacher", type=float, default=0.5, metavar="P",
                     help="decoder_head=harmonic: on this share of steps the oscillators play the input's YIN F0 "
                          "instead of the predicted one (teacher forcing; the F0 predictor learns from the f0 loss)")
+    ap.add_argument("--entropy-every", type=int, default=1, metavar="N",
+                    help="compute the codebook-usage entropy term on every N-th step only, weighted xN there (the "
+                         "same mean weight); its soft assignment was about a quarter of each step on a 2-core CPU")
     ap.add_argument("--vq-gain-every", type=int, default=0, metavar="N",
                     help="every N steps (from the first), rescale each VQ layer's projected codebook to the "
                          "least-squares gain on the batch (MultiScaleRVQ.match_gains); 0: never. The search is "
@@ -189,6 +192,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     if args.steps <= 0 or args.batch_size <= 0:
         die("--steps and --batch-size must be positive")
+    if args.entropy_every < 1:
+        die("--entropy-every must be >= 1")
     if args.entropy_tau <= 0:
         die("--entropy-tau must be positive")
     if args.disc_every < 1:
@@ -246,7 +251,7 @@ def _train(args: argparse.Namespace, info, device: torch.device) -> int:
     opt = OptimConfig(lr=args.lr, warmup=args.warmup, schedule=args.schedule, final_lr_ratio=args.final_lr_ratio,
                       grad_clip=args.grad_clip, adv_start=args.adv_start, disc_every=args.disc_every,
                       bf16=args.bf16, gain_every=args.vq_gain_every,
-                      f0_teacher=args.f0_teacher)
+                      f0_teacher=args.f0_teacher, entropy_every=args.entropy_every)
     vocab_info = make_vocab_info(vocab, word_ids, residual_ids)
     if args.init is not None:
         try:

@@ -120,3 +120,27 @@ def test_short_training_keeps_many_codes_in_use(tiny_gguf, tmp_path) -> None:  #
     assert last["recon"] < 0.5 * first["recon"], (first, last)
     rows = read_metrics(out / "metrics.csv")
     assert all(r["entropy"] < 0 for r in rows) and rows[-1]["entropy"] < rows[0]["entropy"]
+
+
+# --------------------------------------------------------------------------------- --entropy-every
+def test_entropy_every_n_computes_the_term_on_every_nth_step_weighted_n() -> None:
+    from codec.training.objective import GeneratorObjective, LossWeights
+    from codec.training.state import DistInfo
+    from codec.training.trainer import OptimConfig, Trainer
+
+    model = make_codec(seed=0)
+    model.quantizer.entropy_tau = 0.05
+    weights = LossWeights().update(["entropy=0.5", "semantic=0", "consistency=0"])
+    objective = GeneratorObjective(model.cfg.latent_dim, model.cfg.sample_rate, weights, None, None)
+    trainer = Trainer(model, objective, None, OptimConfig(lr=0.0, warmup=0, entropy_every=3), 10, DistInfo(),
+                      torch.device("cpu"))
+    trainer.train()
+    wav = 0.1 * torch.randn(2, 1, int(np.prod(model.cfg.encoder_rates)) * 16, generator=torch.Generator().manual_seed(1))
+    logs = [trainer.step(wav, [None, None], s) for s in range(6)]
+    assert [("entropy" in row) for row in logs] == [True, False, False, True, False, False]
+    for row in logs:  # lr 0: the model is unchanged, so the off steps' total is the on steps' less 3 x 0.5 x entropy
+        rest = sum(getattr(weights, k) * row[k] for k in ("stft", "mel", "commitment", "codebook"))
+        expected = rest + (3 * 0.5 * row["entropy"] if "entropy" in row else 0.0)
+        assert row["total"] == pytest.approx(expected, rel=1e-5, abs=1e-6)
+    assert logs[0]["entropy"] < 0 and logs[0]["total"] < logs[1]["total"]
+    assert model.quantizer.entropy_tau is None and trainer.entropy_tau == 0.05  # restored on the next on-step

@@ -95,18 +95,19 @@ class GeneratorObjective(nn.Module):
     def forward(self, out, wav: Tensor, texts: list[str | None], cb_proj1: nn.Module,
                 disc_fake: tuple[list[Tensor], list[list[Tensor]]] | None = None,
                 disc_real_feats: list[list[Tensor]] | None = None, head_pred: Tensor | None = None,
-                pitch_pred: Tensor | None = None) -> dict[str, Tensor]:
+                pitch_pred: Tensor | None = None, entropy_scale: float = 1.0) -> dict[str, Tensor]:
         """All generator terms plus ``total`` (weighted sum) for a model output ``out`` on ``wav (B, 1, N)``.
 
         ``out`` is a :class:`codec.model.CodecOutput`: ``audio (B, 1, N)``, ``vq_losses`` (scalars) and
         ``per_layer_zq`` (layer ``l``: ``(B, latent, T)``). ``cb_proj1`` is the layer-1 projection ``Linear(D_llm -> latent)``.
         ``head_pred (B, T, F)`` is ``self.head`` applied to layer-2 zq (computed inside the DDP-wrapped
         module so the head's gradients are synchronised); computed here when None. ``pitch_pred (B, T, 2)``
-        likewise for ``self.pitch_head`` on zq.
+        likewise for ``self.pitch_head`` on zq. ``entropy_scale`` multiplies the usage-entropy weight on this step
+        (``--entropy-every N``: N on the steps that compute it, 0 on the others, which then log no entropy).
         """
         terms = self.reconstruction(out.audio, wav)
         terms["commitment"], terms["codebook"] = out.vq_losses.commitment, out.vq_losses.codebook
-        if self.weights.entropy > 0:
+        if self.weights.entropy > 0 and entropy_scale > 0:
             terms["entropy"] = out.vq_losses.entropy
         if self.text_targets is not None and self.weights.semantic > 0:
             emb, mask = self.text_targets.batch(texts, wav.device)
@@ -124,6 +125,7 @@ class GeneratorObjective(nn.Module):
         if disc_fake is not None:
             terms["adversarial"] = generator_adversarial_loss(disc_fake[0])
             terms["feature"] = feature_matching_loss(disc_real_feats, disc_fake[1])
-        terms["total"] = sum(getattr(self.weights, k) * v for k, v in terms.items())
+        scale = {"entropy": entropy_scale}
+        terms["total"] = sum(getattr(self.weights, k) * scale.get(k, 1.0) * v for k, v in terms.items())
         terms["recon"] = (terms["stft"] + terms["mel"]).detach()
         return terms

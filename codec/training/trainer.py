@@ -37,6 +37,9 @@ class OptimConfig:
     bf16: bool = False  # bf16 autocast of the convolutions (search, losses, audio stay float32)
     gain_every: int = 0  # re-fit the VQ layers' scales (MultiScaleRVQ.match_gains) every N steps; 0: never
     f0_teacher: float = 0.0  # harmonic head: the share of steps whose oscillators get the input's YIN F0
+    # usage entropy on every N-th step only, weighted xN there: its soft assignment over the codebooks was about a
+    # quarter of each step on a 2-core CPU (benchmarks/results/train_ab/long16_cpu_quality.md)
+    entropy_every: int = 1
 
 
 class CodecWithHead(nn.Module):
@@ -75,6 +78,7 @@ class Trainer:
                  total_steps: int, info: DistInfo, device: torch.device) -> None:
         self.codec, self.objective, self.disc, self.opt_cfg = codec.to(device), objective.to(device), disc, opt
         self.info, self.device = info, device
+        self.entropy_tau = codec.quantizer.entropy_tau  # None: the usage-entropy term is off
         self.gen = CodecWithHead(self.codec, objective.head, objective.pitch_head, opt.f0_teacher)
         self.gen_params = [p for p in self.gen.parameters() if p.requires_grad]
         self.opt_g = torch.optim.AdamW(self.gen_params, opt.lr, betas=opt.betas, eps=opt.eps,
@@ -103,6 +107,9 @@ class Trainer:
 
     def step(self, wav: Tensor, texts: list[str | None], step: int) -> dict[str, float]:
         """One optimisation step on ``wav (B, 1, N)``; returns detached loss values, grad norm and lr."""
+        every = self.opt_cfg.entropy_every
+        with_entropy = self.entropy_tau is not None and step % every == 0
+        self.codec.quantizer.entropy_tau = self.entropy_tau if with_entropy else None
         with self._autocast():
             out, head_pred, pitch_pred = self.gen_ddp(wav)
         logs: dict[str, float] = {}
@@ -113,7 +120,8 @@ class Trainer:
             with self._autocast():
                 disc_fake = self.disc(out.audio)
         terms = self.objective(out, wav, texts, self.codec.quantizer.cb_proj[0], disc_fake, real_feats,
-                               head_pred=head_pred, pitch_pred=pitch_pred)
+                               head_pred=head_pred, pitch_pred=pitch_pred,
+                               entropy_scale=float(every) if with_entropy else 0.0)
         self.opt_g.zero_grad(set_to_none=True)
         terms["total"].backward()
         grad_norm = torch.nn.utils.clip_grad_norm_(self.gen_params, self.opt_cfg.grad_clip)

@@ -125,7 +125,7 @@ class GeneratorObjective(nn.Module):
         if disc_fake is not None:
             terms["adversarial"] = generator_adversarial_loss(disc_fake[0])
             terms["feature"] = feature_matching_loss(disc_real_feats, disc_fake[1])
-        scale = {"entropy": entropy_scale}
-        terms["total"] = sum(getattr(self.weights, k) * scale.get(k, 1.0) * v for k, v in terms.items())
+        terms["total"] = sum(getattr(self.weights, k) * (entropy_scale if k == "entropy" else 1.0) * v
+                             for k, v in terms.items())
         terms["recon"] = (terms["stft"] + terms["mel"]).detach()
         return terms
